@@ -1,0 +1,38 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
+import { Response } from 'express';
+import { PinoLogger } from 'nestjs-pino';
+import { isStoreUnavailable, retryAfterSeconds } from '../log/store-errors';
+import { problem, Problem, ProblemException } from './problem';
+
+const SLUGS: Record<number, string> = { 401: 'unauthorized', 404: 'not-found', 405: 'method-not-allowed', 429: 'rate-limited' };
+
+export { isStoreUnavailable };
+
+/** Every error leaves as application/problem+json (RFC 9457); bad input is a 4xx, never a 5xx. */
+@Catch()
+export class ProblemFilter implements ExceptionFilter {
+  constructor(private readonly logger: PinoLogger) {}
+
+  catch(err: unknown, host: ArgumentsHost): void {
+    const res = host.switchToHttp().getResponse<Response>();
+    let body: Problem;
+    let headers: Record<string, string> = {};
+    if (err instanceof ProblemException) {
+      body = err.problem;
+      headers = err.headers;
+    } else if (err instanceof HttpException) {
+      const status = err.getStatus();
+      const r = err.getResponse();
+      const detail = typeof r === 'string' ? r : String((r as { message?: unknown }).message ?? err.message);
+      body = problem(status, SLUGS[status] ?? 'http-error', detail);
+    } else if (isStoreUnavailable(err)) {
+      this.logger.warn({ err: String(err) }, 'decision log unreachable');
+      body = problem(503, 'log-store-unavailable', 'The decision log is unreachable; no transaction was left half-changed. Retry later.');
+      headers = { 'Retry-After': String(retryAfterSeconds(err)) };
+    } else {
+      this.logger.error({ err }, 'unexpected error');
+      body = problem(500, 'internal', 'Unexpected error; the request may be retried.');
+    }
+    res.status(body.status).set({ ...headers, 'Content-Type': 'application/problem+json' }).send(JSON.stringify(body));
+  }
+}

@@ -1,0 +1,58 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER, APP_GUARD } from '@nestjs/core';
+import { TerminusModule } from '@nestjs/terminus';
+import { ThrottlerModule } from '@nestjs/throttler';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { LoggerModule, PinoLogger } from 'nestjs-pino';
+import { AdminController } from './api/admin.controller';
+import { ProblemFilter } from './api/problem.filter';
+import { ApiKeyGuard } from './api/auth.guard';
+import { MessagesController } from './api/messages.controller';
+import { RateLimitGuard, rateLimitOptions } from './api/rate-limit.guard';
+import { TransactionsController } from './api/transactions.controller';
+import { CONFIG, CoordinatorConfig } from './config/config';
+import { HealthController } from './health/health.controller';
+import { MetricsController } from './metrics/metrics.controller';
+import { MetricsService } from './metrics/metrics.service';
+import { databaseOptions } from './log/database';
+import { DecisionLog } from './log/decision-log';
+import { CoordinatorService } from './protocol/coordinator.service';
+import { LifecycleService } from './protocol/lifecycle.service';
+import { StuckReporter } from './protocol/stuck.service';
+import { TRANSPORT } from './protocol/tokens';
+import { createTransport } from './protocol/transport.factory';
+
+@Module({})
+export class AppModule {
+  static forRoot(config: CoordinatorConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        LoggerModule.forRoot({
+          pinoHttp: {
+            level: config.logLevel,
+            redact: ['req.headers.authorization', 'req.headers.cookie'],
+            autoLogging: { ignore: (req) => (req.url ?? '').startsWith('/health') },
+          },
+        }),
+        TypeOrmModule.forRootAsync({ useFactory: () => databaseOptions(config) }),
+        TerminusModule,
+        ThrottlerModule.forRoot(rateLimitOptions(config)),
+      ],
+      controllers: [TransactionsController, MessagesController, AdminController, HealthController, MetricsController],
+      providers: [
+        { provide: CONFIG, useValue: config },
+        { provide: TRANSPORT, inject: [PinoLogger], useFactory: (logger: PinoLogger) => createTransport(config, logger) },
+        { provide: APP_FILTER, useClass: ProblemFilter },
+        // Global, so it runs before each controller's ApiKeyGuard; it limits /v1 only (see the guard).
+        { provide: APP_GUARD, useClass: RateLimitGuard },
+        ApiKeyGuard,
+        DecisionLog,
+        MetricsService,
+        CoordinatorService,
+        LifecycleService,
+        StuckReporter,
+      ],
+    };
+  }
+}

@@ -1,0 +1,84 @@
+import { Injectable } from '@nestjs/common';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Effect, TxState } from '../../../libs/engine';
+import { DecisionLog } from '../log/decision-log';
+
+/** Prometheus metrics of the coordinator, served on GET /metrics. */
+@Injectable()
+export class MetricsService {
+  readonly registry = new Registry();
+
+  private readonly begun = new Counter({ name: 'txcoord_transactions_begun_total', help: 'Transactions begun', labelNames: ['protocol'], registers: [this.registry] });
+  private readonly decided = new Counter({
+    name: 'txcoord_transactions_decided_total', help: 'Decisions made durable, by outcome and reason', labelNames: ['protocol', 'outcome', 'reason'], registers: [this.registry],
+  });
+  private readonly completed = new Counter({
+    name: 'txcoord_transactions_completed_total', help: 'Transactions every participant acknowledged', labelNames: ['protocol', 'outcome'], registers: [this.registry],
+  });
+  private readonly toDecision = new Histogram({
+    name: 'txcoord_decision_seconds', help: 'From begin to the durable decision', labelNames: ['protocol', 'outcome'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry],
+  });
+  private readonly toCompletion = new Histogram({
+    name: 'txcoord_completion_seconds', help: 'From the decision to the last acknowledgement', labelNames: ['protocol', 'outcome'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry],
+  });
+  private readonly sent = new Counter({ name: 'txcoord_messages_sent_total', help: 'Protocol messages sent', labelNames: ['type', 'cause'], registers: [this.registry] });
+  private readonly resends = new Counter({ name: 'txcoord_resends_total', help: 'Messages sent again because no answer came', labelNames: ['type'], registers: [this.registry] });
+  private readonly received = new Counter({ name: 'txcoord_messages_received_total', help: 'Protocol messages received', labelNames: ['type'], registers: [this.registry] });
+  private readonly deadLetters = new Counter({ name: 'txcoord_dead_letters_total', help: 'Unreadable messages sent to the dead-letter topic or refused', registers: [this.registry] });
+  private readonly sendFailures = new Counter({ name: 'txcoord_send_failures_total', help: 'Sends that failed and wait for their resend', registers: [this.registry] });
+
+  constructor(log: DecisionLog) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'txcoord_' });
+    // Unfinished transactions by state, read from the log at scrape time (a partial index serves it).
+    new Gauge({
+      name: 'txcoord_transactions_unfinished', help: 'Unfinished transactions by state (in flight; committing/aborting/precommitted are in doubt for participants)',
+      labelNames: ['state'], registers: [this.registry],
+      async collect() {
+        const counts = await log.countUnfinished();
+        this.reset();
+        for (const state of ['active', 'preparing', 'precommitted', 'committing', 'aborting']) this.set({ state }, counts[state] ?? 0);
+      },
+    });
+  }
+
+  onBegin(s: TxState): void {
+    this.begun.inc({ protocol: s.protocol });
+  }
+
+  /** Called after every step that the driver carried out. */
+  onStep(before: TxState, after: TxState, effects: Effect[], cause: string): void {
+    if (after.outcome && !before.outcome) {
+      this.decided.inc({ protocol: after.protocol, outcome: after.outcome, reason: reasonLabel(after.reason) });
+      this.toDecision.observe({ protocol: after.protocol, outcome: after.outcome }, ((after.decidedAt ?? 0) - after.createdAt) / 1000);
+    }
+    if (after.completedAt !== null && before.completedAt === null && after.outcome) {
+      this.completed.inc({ protocol: after.protocol, outcome: after.outcome });
+      if (after.decidedAt !== null) this.toCompletion.observe({ protocol: after.protocol, outcome: after.outcome }, (after.completedAt - after.decidedAt) / 1000);
+    }
+    for (const e of effects) {
+      if (e.type !== 'send') continue;
+      this.sent.inc({ type: e.message.type, cause });
+      if (cause === 'resend') this.resends.inc({ type: e.message.type });
+    }
+  }
+
+  onReceived(type: string): void {
+    this.received.inc({ type });
+  }
+
+  onDeadLetter(): void {
+    this.deadLetters.inc();
+  }
+
+  onSendFailed(): void {
+    this.sendFailures.inc();
+  }
+}
+
+/** Reasons without participant names, so that label values stay few. */
+function reasonLabel(reason: string | null): string {
+  if (reason === null) return 'none';
+  return reason.startsWith('vote-no:') ? 'vote-no' : reason;
+}

@@ -1,0 +1,247 @@
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
+import { PinoLogger } from 'nestjs-pino';
+import { EventEmitter } from 'node:events';
+import { begin, BeginInput, EngineConfig, step, StepResult, TxEvent, TxState } from '../../../libs/engine';
+import { ProtocolMessage } from '../../../libs/protocol';
+import { MessageTransport } from '../../../libs/transport/transport';
+import { CONFIG, CoordinatorConfig } from '../config/config';
+import { DecisionLog, IdempotencyKey, InsertResult } from '../log/decision-log';
+import { MetricsService } from '../metrics/metrics.service';
+import { CoordinatorCrashHooks } from './crash-hooks';
+import { TxTimers } from './timers';
+import { TRANSPORT } from './tokens';
+
+/** An event without its time: the driver stamps `now` under the transaction's lock. */
+export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
+
+/**
+ * The driver of the engine. For each event: lock the transaction in the decision log, step the
+ * engine, save the new state and commit; only then send the messages and set the timers the step
+ * asked for. That order is the write-ahead rule: a decision is durable before it leaves.
+ */
+@Injectable()
+export class CoordinatorService implements OnApplicationShutdown {
+  private readonly timers = new TxTimers();
+  private readonly decided = new EventEmitter().setMaxListeners(0);
+  private readonly engine: EngineConfig;
+  /** TEST-ONLY crash points (TX_TEST_CRASH_AT); inert unless set. */
+  private readonly crash: CoordinatorCrashHooks;
+  /** Per transaction, the latest step that set its resend timer after its send, while that send is under way (see carryOut). */
+  private readonly stepSeq = new Map<string, number>();
+  private stepCounter = 0;
+  /** Steps (begin, apply) under way, for graceful shutdown. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** Shutting down: no more protocol messages or timers start steps. */
+  private intakeClosed = false;
+
+  constructor(
+    private readonly log: DecisionLog,
+    @Inject(TRANSPORT) private readonly transport: MessageTransport,
+    @Inject(CONFIG) config: CoordinatorConfig,
+    private readonly logger: PinoLogger,
+    private readonly metrics: MetricsService,
+  ) {
+    this.engine = { resendInitialMs: config.resendInitialMs, resendMaxMs: config.resendMaxMs };
+    this.crash = new CoordinatorCrashHooks(config.testCrashAt);
+    this.logger.setContext('coordinator');
+  }
+
+  begin(input: Omit<BeginInput, 'now'>, idempotency?: IdempotencyKey): Promise<InsertResult | { error: string }> {
+    return this.track(this.beginNow(input, idempotency));
+  }
+
+  /** Applies one event; null when the transaction is unknown. */
+  apply(txId: string, event: TimelessEvent): Promise<StepResult | null> {
+    return this.track(this.applyNow(txId, event));
+  }
+
+  /**
+   * Graceful shutdown, first step: protocol messages are refused from now on (Kafka redelivers
+   * them, HTTP senders send again), timers no longer fire, and requests waiting for an outcome
+   * are answered with the state as it is. Steps already under way go on (see `settled`).
+   */
+  closeIntake(): void {
+    this.intakeClosed = true;
+    this.timers.clearAll();
+    for (const txId of this.decided.eventNames()) this.decided.emit(txId);
+  }
+
+  /**
+   * Resolves once no step is under way, or after `timeoutMs`; returns how many are still under
+   * way. A step cut short by the exit is safe: its database transaction either committed (then
+   * recovery resends what it had to send) or left nothing.
+   */
+  async settled(timeoutMs: number): Promise<number> {
+    const until = Date.now() + timeoutMs;
+    while (this.inFlight.size > 0 && Date.now() < until) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.inFlight]),
+        new Promise((resolve) => (timer = setTimeout(resolve, until - Date.now()))),
+      ]);
+      clearTimeout(timer);
+    }
+    return this.inFlight.size;
+  }
+
+  private track<T>(step: Promise<T>): Promise<T> {
+    this.inFlight.add(step);
+    const done = () => this.inFlight.delete(step);
+    step.then(done, done);
+    return step;
+  }
+
+  private async beginNow(input: Omit<BeginInput, 'now'>, idempotency?: IdempotencyKey): Promise<InsertResult | { error: string }> {
+    const r = begin({ ...input, now: Date.now() });
+    if (r.error) return { error: r.error.message };
+    const inserted = await this.log.insert(r.state, idempotency);
+    if (inserted.created) {
+      this.metrics.onBegin(r.state);
+      this.logger.info({ txId: r.state.id, protocol: r.state.protocol }, 'transaction begun');
+      await this.carryOut(r.state.id, r, 'begin');
+    }
+    return inserted;
+  }
+
+  private async applyNow(txId: string, event: TimelessEvent): Promise<StepResult | null> {
+    let before: TxState | undefined;
+    const saved = await this.log.update(txId, (state) => {
+      before = state;
+      const r = step(state, { ...event, now: Date.now() } as TxEvent, this.engine);
+      const persisted = r.effects.some((e) => e.type === 'persist');
+      this.crash.beforePersist(state, r);
+      return { next: persisted ? r.state : null, result: r };
+    });
+    if (!saved) return null;
+    const r = saved.result;
+    if (r.error) return r;
+    this.metrics.onStep(before!, r.state, r.effects, event.type);
+    this.crash.afterPersist(before!, event, r);
+    const cut = this.crash.cutAfterFirstSend(before!, r);
+    await this.carryOut(txId, r, event.type, event.type === 'resend' ? event.attempt + 1 : 0, cut ? () => this.crash.hit(cut) : undefined);
+    return r;
+  }
+
+  /** The transaction once it has an outcome, or as it is after `waitMs`. */
+  async waitForOutcome(txId: string, waitMs: number): Promise<TxState | null> {
+    const until = Date.now() + waitMs;
+    for (;;) {
+      const state = await this.log.get(txId);
+      const left = until - Date.now();
+      if (!state || state.outcome !== null || left <= 0 || this.intakeClosed) return state;
+      // Woken by this replica's decision; re-read at least every second for another replica's.
+      await new Promise<void>((resolve) => {
+        const done = () => { clearTimeout(timer); this.decided.off(txId, done); resolve(); };
+        const timer = setTimeout(done, Math.min(left, 1000));
+        this.decided.once(txId, done);
+      });
+    }
+  }
+
+  /** One protocol message from a participant. */
+  async receive(m: ProtocolMessage): Promise<void> {
+    // Not handled: Kafka delivers it again (to whoever has the partition next), HTTP senders resend.
+    if (this.intakeClosed) throw new Error('coordinator shutting down: message left for redelivery');
+    this.metrics.onReceived(m.type);
+    const log = { txId: m.txId, participant: m.participant, type: m.type };
+    switch (m.type) {
+      case 'vote': {
+        this.logger.info({ ...log, vote: m.vote, reason: m.reason }, 'vote received');
+        const r = await this.apply(m.txId, { type: 'vote', participant: m.participant, vote: m.vote, reason: m.reason });
+        if (!r) this.logger.warn(log, 'vote for an unknown transaction ignored');
+        return;
+      }
+      case 'ack':
+        this.logger.info({ ...log, of: m.of }, 'ack received');
+        await this.apply(m.txId, { type: 'ack', participant: m.participant, of: m.of });
+        return;
+      case 'status-request': {
+        this.logger.info(log, 'status request');
+        const r = await this.apply(m.txId, { type: 'status-request', participant: m.participant });
+        // Presumed abort: no record of the transaction means it did not commit. With no record
+        // there is no enlisted URL either: over HTTP only TX_PARTICIPANT_URLS can route this.
+        if (!r) {
+          await this.transport.send([{
+            v: 1, type: 'abort', txId: m.txId, participant: m.participant, protocol: m.protocol,
+            sentAt: new Date().toISOString(), reason: 'unknown-transaction',
+          }]);
+        }
+        return;
+      }
+      default:
+        this.logger.warn(log, 'message meant for a participant arrived at the coordinator; ignored');
+    }
+  }
+
+  /** Recovers one unfinished transaction found in the log (at start, or by the sweep). */
+  async recover(txId: string): Promise<void> {
+    if (this.holdsTimers(txId)) return;
+    await this.apply(txId, { type: 'recovered' });
+  }
+
+  holdsTimers(txId: string): boolean {
+    // A step whose send is still under way arms its resend timer when the send ends.
+    return this.timers.has(txId) || this.stepSeq.has(txId);
+  }
+
+  onApplicationShutdown(): void {
+    this.timers.clearAll();
+  }
+
+  private async carryOut(txId: string, r: StepResult, cause: string, resendAttempt = 0, crashAfterFirstSend?: () => void): Promise<void> {
+    const state = r.state;
+    if (r.effects.some((e) => e.type === 'persist')) {
+      this.logger.info({ txId, state: state.phase, outcome: state.outcome, reason: state.reason, cause }, 'transaction saved');
+      if (state.outcome !== null) this.decided.emit(txId);
+    }
+    const sends = r.effects.flatMap((e) => (e.type === 'send' ? [e.message] : []));
+    const now = Date.now();
+    // The resend timer is armed once this step's send has finished (its delay counted from then),
+    // so a slow or failing send is never overlapped by the next resend of the same transaction:
+    // with the broker down, overlapping resends would pile up and go out all at once on its return.
+    // A step that sets the resend timer or clears the timers takes a number; a deferred arm is
+    // dropped when a later such step came meanwhile (its timers are the current ones).
+    const touchesResend = r.effects.some((e) => e.type === 'clear-timers' || (e.type === 'set-timer' && e.timer === 'resend'));
+    const seq = touchesResend ? ++this.stepCounter : undefined;
+    if (seq !== undefined) this.stepSeq.set(txId, seq);
+    const afterSend: (() => void)[] = [];
+    for (const e of r.effects) {
+      if (e.type === 'clear-timers') this.timers.clear(txId);
+      if (e.type === 'set-timer') {
+        const fire = (attempt: number) => {
+          if (this.intakeClosed) return; // shutting down: recovery picks it up after the restart
+          void this.apply(txId, e.timer === 'deadline' ? { type: 'deadline' } : { type: 'resend', attempt })
+            .catch((err) => this.logger.warn({ txId, err: String(err) }, `${e.timer} timer failed; the sweep will retry`));
+        };
+        if (e.timer === 'deadline' || sends.length === 0) this.timers.set(txId, e.timer, e.at, now, fire, resendAttempt);
+        else afterSend.push(() => this.timers.set(txId, e.timer, Date.now() + (e.at - now), Date.now(), fire, resendAttempt));
+      }
+    }
+    const armResend = () => {
+      if (seq === undefined || this.stepSeq.get(txId) !== seq) return;
+      this.stepSeq.delete(txId);
+      afterSend.forEach((arm) => arm());
+    };
+    if (crashAfterFirstSend) {
+      // TEST-ONLY (TX_TEST_CRASH_AT): one message of the step leaves, then the process dies.
+      await this.transport.send(sends.slice(0, 1), routesOf(state)).catch(() => undefined);
+      crashAfterFirstSend();
+    }
+    if (sends.length === 0) return armResend();
+    try {
+      await this.transport.send(sends, routesOf(state));
+      this.logger.info({ txId, sent: sends.map((m) => `${m.type}:${m.participant}`) }, 'messages sent');
+    } catch (err) {
+      // Not lost: the resend timer of this step sends again with backoff.
+      this.metrics.onSendFailed();
+      this.logger.warn({ txId, err: String(err) }, 'send failed; will resend');
+    } finally {
+      armResend();
+    }
+  }
+}
+
+/** Where the HTTP transport reaches each participant that enlisted with a URL (Kafka ignores it). */
+function routesOf(state: TxState): Map<string, string> {
+  return new Map(state.participants.flatMap((p) => (p.url ? [[p.name, p.url] as [string, string]] : [])));
+}

@@ -1,0 +1,120 @@
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
+import { PinoLogger } from 'nestjs-pino';
+import { MessageTransport } from '../../../libs/transport/transport';
+import { CONFIG, CoordinatorConfig } from '../config/config';
+import { DecisionLog } from '../log/decision-log';
+import { CoordinatorService } from './coordinator.service';
+import { TRANSPORT } from './tokens';
+
+const PAGE = 500;
+
+/**
+ * running → draining (SIGTERM: readiness 503, no new transactions; the protocol goes on for
+ * TX_SHUTDOWN_DELAY_MS) → stopping (no protocol messages, timers or changes through the API; the
+ * steps under way finish; the transport stops) → the process exits.
+ */
+export type Phase = 'running' | 'draining' | 'stopping';
+
+/**
+ * Starts the protocol side after the HTTP server listens (so liveness answers while recovering):
+ * consume participant messages, recover every unfinished transaction from the log, then sweep
+ * periodically for unfinished transactions whose timers no replica holds.
+ */
+@Injectable()
+export class LifecycleService implements OnApplicationShutdown {
+  private recovered = false;
+  private current: Phase = 'running';
+  private sweeper?: NodeJS.Timeout;
+  private sweeping = false;
+
+  constructor(
+    private readonly coordinator: CoordinatorService,
+    private readonly log: DecisionLog,
+    @Inject(TRANSPORT) private readonly transport: MessageTransport,
+    @Inject(CONFIG) private readonly config: CoordinatorConfig,
+    private readonly logger: PinoLogger,
+  ) {
+    this.logger.setContext('lifecycle');
+  }
+
+  get recoveryDone(): boolean {
+    return this.recovered;
+  }
+
+  get phase(): Phase {
+    return this.current;
+  }
+
+  /**
+   * Graceful shutdown (SIGTERM), before the application closes. Readiness turns 503 and new
+   * transactions are refused at once; the protocol goes on for `shutdownDelayMs` (load balancers
+   * stop sending, transactions under way can finish); then intake stops, the steps under way get
+   * until `deadline` (epoch ms) to finish, and the transport stops (Kafka consumers leave their
+   * group). Whatever is unfinished is in the log and recovery finishes it after the restart.
+   */
+  async shutdown(deadline: number): Promise<void> {
+    if (this.current !== 'running') return;
+    this.current = 'draining';
+    this.logger.info({ delayMs: this.config.shutdownDelayMs }, 'shutting down: readiness 503, no new transactions');
+    if (this.config.shutdownDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.config.shutdownDelayMs));
+
+    this.current = 'stopping';
+    clearInterval(this.sweeper);
+    this.coordinator.closeIntake();
+    // Keep a little of the budget for stopping the transport and closing the log store.
+    const left = deadline - Date.now();
+    const unfinished = await this.coordinator.settled(Math.max(0, left - Math.min(5000, left / 3)));
+    if (unfinished) this.logger.warn({ steps: unfinished }, 'protocol steps still under way at the shutdown deadline; left to recovery');
+    else this.logger.info('protocol steps under way have finished');
+    await this.transport.stop().catch((err) => this.logger.warn({ err: String(err) }, 'transport did not stop cleanly'));
+    this.logger.info('transport stopped');
+  }
+
+  async start(): Promise<void> {
+    await this.transport.start((m) => this.coordinator.receive(m));
+    const started = Date.now();
+    const count = await this.recoverAll(new Date());
+    if (this.current !== 'running') return; // shut down while recovering: the next start recovers the rest
+    this.recovered = true;
+    this.logger.info({ transactions: count, ms: Date.now() - started }, 'recovery finished');
+    this.sweeper = setInterval(() => void this.sweep(), this.config.sweepIntervalMs);
+    this.sweeper.unref();
+  }
+
+  /** Recovery: every unfinished transaction gets a `recovered` event (resend, or presumed abort). */
+  private async recoverAll(before: Date): Promise<number> {
+    let count = 0;
+    let afterId: string | undefined;
+    for (;;) {
+      const page = await this.log.unfinished(before, PAGE, afterId);
+      for (const tx of page) {
+        if (this.current === 'stopping') return count;
+        await this.coordinator.recover(tx.id).catch((err) =>
+          this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'));
+      }
+      count += page.length;
+      if (page.length < PAGE) return count;
+      afterId = page[page.length - 1].id;
+    }
+  }
+
+  /** Picks up unfinished transactions idle for longer than the longest resend delay. */
+  private async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const idle = new Date(Date.now() - 2 * this.config.resendMaxMs);
+      const found = await this.recoverAll(idle);
+      if (found) this.logger.debug({ transactions: found }, 'sweep');
+    } catch (err) {
+      this.logger.warn({ err: String(err) }, 'sweep failed');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.sweeper);
+    await this.transport.stop().catch(() => undefined);
+  }
+}

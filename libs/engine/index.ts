@@ -1,0 +1,4 @@
+export * from './types';
+export * from './coordinator';
+export * from './invariants';
+export * from './progress';

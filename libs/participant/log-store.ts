@@ -1,0 +1,115 @@
+import type { DataSource, QueryRunner } from 'typeorm';
+import type { CommitProtocol } from '../protocol';
+import { PARTICIPANT_LOG_TABLE as T } from './schema';
+import type { ParticipantTxState } from './types';
+
+/** One row of `tx_participant_log`. */
+export interface ParticipantRecord {
+  txId: string;
+  participant: string;
+  protocol: CommitProtocol;
+  state: ParticipantTxState;
+  payload: Record<string, unknown> | null;
+  deadline: Date | null;
+  reason: string | null;
+  updatedAt: Date;
+}
+
+interface Row {
+  tx_id: string;
+  participant: string;
+  protocol: CommitProtocol;
+  state: ParticipantTxState;
+  payload: Record<string, unknown> | null;
+  deadline: Date | null;
+  reason: string | null;
+  updated_at: Date;
+}
+
+const COLUMNS = 'tx_id, participant, protocol, state, payload, deadline, reason, updated_at';
+
+function toRecord(r: Row): ParticipantRecord {
+  return {
+    txId: r.tx_id,
+    participant: r.participant,
+    protocol: r.protocol,
+    state: r.state,
+    payload: r.payload,
+    deadline: r.deadline,
+    reason: r.reason,
+    updatedAt: r.updated_at,
+  };
+}
+
+export const IN_DOUBT: ReadonlySet<ParticipantTxState> = new Set(['prepared', 'precommitted']);
+
+/**
+ * Serializes work on one (transaction, participant) across every process sharing the database, for
+ * the rest of the current transaction. Taken before reading the record, so it also covers the case
+ * where no record exists yet.
+ */
+export async function lockRecord(q: QueryRunner, txId: string, participant: string): Promise<void> {
+  await q.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`${T}:${participant}:${txId}`]);
+}
+
+export async function findRecord(
+  q: QueryRunner | DataSource,
+  txId: string,
+  participant: string,
+): Promise<ParticipantRecord | null> {
+  const rows: Row[] = await q.query(`SELECT ${COLUMNS} FROM ${T} WHERE tx_id = $1 AND participant = $2`, [
+    txId,
+    participant,
+  ]);
+  return rows.length ? toRecord(rows[0]) : null;
+}
+
+export async function insertRecord(
+  q: QueryRunner,
+  r: Pick<ParticipantRecord, 'txId' | 'participant' | 'protocol' | 'state'> &
+    Partial<Pick<ParticipantRecord, 'payload' | 'deadline' | 'reason'>>,
+): Promise<void> {
+  await q.query(
+    `INSERT INTO ${T} (tx_id, participant, protocol, state, payload, deadline, reason)
+     VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)`,
+    [
+      r.txId,
+      r.participant,
+      r.protocol,
+      r.state,
+      r.payload === undefined || r.payload === null ? null : JSON.stringify(r.payload),
+      r.deadline ?? null,
+      r.reason ?? null,
+    ],
+  );
+}
+
+/** Moves a record to `state`; `from` guards against a state the caller did not read. */
+export async function updateState(
+  q: QueryRunner,
+  txId: string,
+  participant: string,
+  from: ParticipantTxState,
+  state: ParticipantTxState,
+  reason?: string,
+): Promise<void> {
+  const result = await q.query(
+    `UPDATE ${T} SET state = $4, reason = COALESCE($5, reason), updated_at = now()
+      WHERE tx_id = $1 AND participant = $2 AND state = $3`,
+    [txId, participant, from, state, reason ?? null],
+    true,
+  );
+  if (result.affected !== 1) {
+    throw new Error(`${T}: expected one ${from} record of ${txId}/${participant} to move to ${state}`);
+  }
+}
+
+/** Every record of this participant still waiting for a decision. */
+export async function listInDoubt(ds: DataSource, participant: string): Promise<ParticipantRecord[]> {
+  const rows: Row[] = await ds.query(
+    `SELECT ${COLUMNS} FROM ${T} WHERE participant = $1 AND state IN ('prepared', 'precommitted')
+      ORDER BY updated_at`,
+    [participant],
+  );
+  return rows.map(toRecord);
+}

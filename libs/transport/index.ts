@@ -1,0 +1,3 @@
+export * from './transport';
+export * from './kafka-transport';
+export * from './http-transport';

@@ -115,9 +115,12 @@ export class ParticipantRunner implements ParticipantRuntime {
     this.started = true;
     const applied = await runParticipantMigrations(this.ds);
     if (applied.length) this.log.info({ migrations: applied }, 'participant log migrated');
+    // Read what is in doubt before consuming: a decision waiting on the topic may finish it first,
+    // and a restarted participant still asks, so its recovery never depends on that race.
+    const inDoubt = await listInDoubt(this.ds, this.name);
     await this.transport.start((message) => this.handle(message));
     this.consuming = true;
-    await this.resume();
+    await this.resume(inDoubt);
     this._ready = true;
     this.log.info(this.url ? { url: this.url } : {}, 'participant started');
   }
@@ -361,9 +364,8 @@ export class ParticipantRunner implements ParticipantRuntime {
 
   // ---- waiting for a decision ------------------------------------------------------------------
 
-  /** Start-up recovery: every transaction prepared here but not decided gets a status request now. */
-  private async resume(): Promise<void> {
-    const inDoubt = await listInDoubt(this.ds, this.name);
+  /** Start-up recovery: every transaction in doubt at restart gets a status request now. */
+  private async resume(inDoubt: Awaited<ReturnType<typeof listInDoubt>>): Promise<void> {
     if (!inDoubt.length) return;
     this.log.info({ count: inDoubt.length }, 'resuming in-doubt transactions; asking the coordinator');
     for (let i = 0; i < inDoubt.length; i += RESUME_BATCH) {

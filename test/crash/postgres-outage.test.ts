@@ -95,7 +95,10 @@ async function outage(fault: 'cut' | 'blackhole', slowestAllowedMs: number): Pro
     const ready = await eventually(() => call(w, 'GET', '/health/ready'), (r) => r.status === 503 && r.body?.error?.logStore?.status === 'down', 10_000, 'readiness 503');
     expect(ready.body.error.logStore.breakers.decisionLog.state).toMatch(/open|closed|half-open/);
     await eventually(() => call(w, 'GET', '/health/ready'), (r) => r.body?.error?.logStore?.breakers?.decisionLog?.state === 'open', 10_000, 'the breaker to open');
-    await sleep(Math.max(0, CUT_MS - (Date.now() - cutAt)));
+    // When the breaker opens depends on how much success the window held before the cut (it
+    // opens at TX_BREAKER_ERROR_PERCENT of the window's calls): the outage lasts CUT_MS and at
+    // least two more seconds with the breaker open, so that failing fast is seen whatever the load.
+    await sleep(Math.max(2000, CUT_MS - (Date.now() - cutAt)));
     proxy.restore();
     const restoredAt = Date.now();
     const doneAtRestore = done.length;

@@ -20,13 +20,13 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { AddressInfo, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
 import { Client } from 'pg';
-import { startBroker, ChaosBroker } from './broker';
-import { ManagedProcess } from './processes';
+import { startBroker, BrokerProcess } from '../support/broker';
+import { ManagedProcess } from '../support/processes';
+import { freePort } from '../support/ports';
 
 // ---- settings ----------------------------------------------------------------------------------
 
@@ -164,18 +164,6 @@ const kafkaEnv = (bootstrap: string) => ({
 });
 let coordPort = 0;
 let coordinatorUrl = '';
-
-/** A TCP port of 127.0.0.1 that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function coordinatorProcess(bootstrap: string): ManagedProcess {
   return new ManagedProcess(
@@ -384,7 +372,7 @@ function ensureRunning(p: ManagedProcess): Promise<void> {
   return next;
 }
 
-async function injectFaults(until: number, broker: ChaosBroker, coordinator: ManagedProcess, banks: ManagedProcess[]) {
+async function injectFaults(until: number, broker: BrokerProcess, coordinator: ManagedProcess, banks: ManagedProcess[]) {
   const record = (kind: string) => {
     faults.count++;
     faults.byKind[kind] = (faults.byKind[kind] ?? 0) + 1;

@@ -1,4 +1,4 @@
-/** Child processes of the chaos run: started from dist/, logs appended to a file, killed with SIGKILL. */
+/** Child processes of the chaos run and the benchmark: started from dist/, logs appended to a file, killed with SIGKILL. */
 import { ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, WriteStream } from 'node:fs';
 import { join } from 'node:path';
@@ -24,9 +24,13 @@ export class ManagedProcess {
     private readonly env: Record<string, string>,
     logFile: string,
     /** Resolves when the process is ready to work. */
-    private readonly ready: (p: ManagedProcess, lineSeen: (re: RegExp) => Promise<void>) => Promise<void>,
+    private readonly ready: (p: ManagedProcess, lineSeen: (re: RegExp) => Promise<string>) => Promise<unknown>,
   ) {
     this.log = createWriteStream(logFile, { flags: 'a' });
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
   }
 
   get running(): boolean {
@@ -64,11 +68,11 @@ export class ManagedProcess {
       }),
     );
     const lineSeen = (re: RegExp) =>
-      new Promise<void>((resolve, reject) => {
+      new Promise<string>((resolve, reject) => {
         const w = (l: string) => {
           if (re.test(l)) {
             watchers.delete(w);
-            resolve();
+            resolve(l);
           }
         };
         watchers.add(w);

@@ -1,7 +1,7 @@
 /**
  * The Kafka test broker (tools/kafka-test-broker: librdkafka's mock cluster) as a child process
- * with fault commands, for the chaos run. The same launcher the jest suites drive through
- * test/support/broker.ts; this copy lives here because tools/ is built without test/.
+ * with fault commands, for the chaos run and the benchmark. The same launcher the jest suites drive through
+ * test/support/broker.ts; this copy lives in tools/ because tools/ is built without test/.
  */
 import { ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -9,13 +9,13 @@ import { createInterface } from 'node:readline';
 
 const TOOL_DIR = join(__dirname, '..', '..', '..', 'tools', 'kafka-test-broker');
 
-export interface ChaosBroker {
+export interface BrokerProcess {
   bootstrap: string;
   command(cmd: string): Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startBroker(brokers = 1): Promise<ChaosBroker> {
+export async function startBroker(brokers = 1): Promise<BrokerProcess> {
   execFileSync('bash', [join(TOOL_DIR, 'build.sh')], { stdio: 'inherit' });
   const child: ChildProcessWithoutNullStreams = spawn(join(TOOL_DIR, 'kafka-test-broker'), [String(brokers)], { stdio: ['pipe', 'pipe', 'pipe'] });
   child.stderr.resume();

@@ -1,0 +1,124 @@
+/**
+ * The system under test: the built coordinator and `n` benchmark participants as processes, on a
+ * fresh Postgres database each, over Kafka (the test broker) or HTTP.
+ */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { ManagedProcess } from '../support/processes';
+import { freePort } from '../support/ports';
+
+export type Transport = 'kafka' | 'http';
+
+export interface ClusterSettings {
+  transport: Transport;
+  participants: number;
+  bootstrap: string;
+  pgAdminUrl: string;
+  maxWaitMs: number;
+  logDir: string;
+  logLevel: string;
+}
+
+export interface Cluster {
+  coordinatorUrl: string;
+  coordinatorPid: number;
+  coordinatorDatabaseUrl: string;
+  participants: { name: string; url: string | null }[];
+  stop(): Promise<void>;
+}
+
+/** Creates (or re-creates) a database and returns its URL. */
+export async function freshDatabase(adminUrl: string, name: string): Promise<string> {
+  const admin = new Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function dropDatabases(adminUrl: string, names: string[]): Promise<void> {
+  const admin = new Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    for (const name of names) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+export async function startCluster(s: ClusterSettings): Promise<Cluster> {
+  const run = `txbench_${randomUUID().slice(0, 8)}`;
+  const prefix = `${run}.`;
+  const databases: string[] = [];
+  const database = async (name: string) => {
+    databases.push(`${run}_${name}`);
+    return freshDatabase(s.pgAdminUrl, `${run}_${name}`);
+  };
+  const kafkaEnv: Record<string, string> =
+    s.transport === 'kafka'
+      ? { KAFKA_BROKERS: s.bootstrap, TX_TOPIC_PREFIX: prefix, KAFKA_MAX_WAIT_MS: String(s.maxWaitMs), KAFKA_SESSION_TIMEOUT_MS: '6000' }
+      : {};
+  const port = await freePort();
+  const coordinatorUrl = `http://127.0.0.1:${port}`;
+  const coordinatorDatabaseUrl = await database('coordinator');
+  const coordinator = new ManagedProcess(
+    'coordinator',
+    'apps/coordinator/main.js',
+    [],
+    {
+      ...kafkaEnv,
+      PORT: String(port),
+      DATABASE_URL: coordinatorDatabaseUrl,
+      COORDINATOR_URL: coordinatorUrl,
+      TX_RATE_LIMIT_PER_MINUTE: '0',
+      LOG_LEVEL: s.logLevel,
+    },
+    join(s.logDir, 'coordinator.log'),
+    async (p) => {
+      for (;;) {
+        if (!p.running) throw new Error('coordinator exited while starting (see its log)');
+        const ok = await fetch(`${coordinatorUrl}/health/ready`).then((r) => r.status === 200, () => false);
+        if (ok) return;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
+  );
+  const started: ManagedProcess[] = [];
+  const stopAll = async () => {
+    await Promise.all(started.map((p) => p.stop()));
+    await dropDatabases(s.pgAdminUrl, databases).catch(() => undefined);
+  };
+  try {
+    await coordinator.start();
+    started.push(coordinator);
+    const names = Array.from({ length: s.participants }, (_, i) => `p${i + 1}`);
+    const participants = await Promise.all(
+      names.map(async (name) => {
+        const env: Record<string, string> = { ...kafkaEnv, DATABASE_URL: await database(name), LOG_LEVEL: s.logLevel };
+        if (s.transport === 'http') {
+          env.PORT = String(await freePort());
+          env.COORDINATOR_URL = coordinatorUrl;
+        }
+        let url: string | null = null;
+        const p = new ManagedProcess(name, 'tools/bench/participant.js', ['--name', name], env, join(s.logDir, `${name}.log`), async (_p, seen) => {
+          const line = await seen(/bench participant ready/);
+          url = (JSON.parse(line) as { url: string | null }).url;
+        });
+        await p.start();
+        started.push(p);
+        return { name, url };
+      }),
+    );
+    return { coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, participants, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * `npm run bench`: the coordinator against the floor it runs on.
+ *
+ * Starts the Kafka test broker, fresh Postgres databases, the built coordinator and participant
+ * processes on the participant library (tools/bench/participant.ts), drives the REST API with a
+ * fixed number of closed-loop clients (begin with participants, then commit), and prints committed
+ * transactions per second, latency p50/p95/p99, coordinator CPU and peak memory, per cell of the
+ * matrix; then the floor (bare Kafka round trip, bare Postgres commit, bare kafkajs ceiling of the
+ * same message pattern) and the ratios.
+ *
+ *   npm run bench                       # the whole matrix (2pc/3pc × 1,3,10 participants × 1,16,64,256 clients × kafka/http)
+ *   npm run bench -- --quick            # 2pc, 3 participants, kafka, concurrency 1 and 64
+ *   npm run bench -- --protocol 3pc --participants 3 --concurrency 64 --transport kafka --duration 20
+ *
+ * Last line: `bench: tps=N p50=X ms floor=Y ms latency_ratio=R ceiling_ratio=Q rss=M MB`
+ * (2pc, 3 participants, kafka: tps, ceiling and rss at concurrency 64, latency at concurrency 1).
+ * Needs Postgres (BENCH_PG_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres) and
+ * librdkafka-dev for the broker (the README's set-up). Process logs: .data/bench/*.log.
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { startBroker } from '../support/broker';
+import { Cluster, freshDatabase, dropDatabases, startCluster, Transport } from './cluster';
+import { bareRounds, CeilingResult, kafkaRoundTrip, postgresCommit } from './floor';
+import { runLoad } from './load';
+import { latency, Latency, ProcessSampler } from './stats';
+
+type Protocol = '2pc' | '3pc';
+
+interface Options {
+  protocols: Protocol[];
+  participants: number[];
+  concurrency: number[];
+  transports: Transport[];
+  durationS: number;
+  quick: boolean;
+  logLevel: string;
+}
+
+interface Cell {
+  transport: Transport;
+  protocol: Protocol;
+  participants: number;
+  concurrency: number;
+  tps: number;
+  latency: Latency;
+  committed: number;
+  aborted: number;
+  errors: number;
+  cpuCores: number;
+  rssMb: number;
+  firstError?: string;
+}
+
+const ROOT = join(__dirname, '..', '..', '..');
+const LOG_DIR = join(ROOT, '.data', 'bench');
+const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+/** Consumers' fetch wait, for the system and the floor alike (the test broker's long-poll never returns early). */
+const MAX_WAIT_MS = 5;
+const USAGE =
+  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level]';
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    protocols: ['2pc', '3pc'],
+    participants: [1, 3, 10],
+    concurrency: [1, 16, 64, 256],
+    transports: ['kafka', 'http'],
+    durationS: 10,
+    quick: false,
+    logLevel: 'warn',
+  };
+  const fail = (problem: string): never => {
+    process.stderr.write(`bench: ${problem}\n${USAGE}\n`);
+    process.exit(2);
+  };
+  const int = (name: string, v: string | undefined, min: number, max: number) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) fail(`--${name} must be an integer between ${min} and ${max}`);
+    return n;
+  };
+  let explicitConcurrency = false;
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) fail(`unexpected argument ${JSON.stringify(argv[i])}`);
+    const [, name, inline] = m!;
+    if (name === 'quick') {
+      o.quick = true;
+      continue;
+    }
+    const v = inline ?? argv[++i];
+    switch (name) {
+      case 'protocol':
+        if (v !== '2pc' && v !== '3pc') fail('--protocol must be 2pc or 3pc');
+        o.protocols = [v as Protocol];
+        break;
+      case 'participants':
+        o.participants = [int(name, v, 1, 10)];
+        break;
+      case 'concurrency':
+        o.concurrency = [int(name, v, 1, 1024)];
+        explicitConcurrency = true;
+        break;
+      case 'transport':
+        if (v !== 'kafka' && v !== 'http') fail('--transport must be kafka or http');
+        o.transports = [v as Transport];
+        break;
+      case 'duration':
+        o.durationS = int(name, v, 1, 3600);
+        break;
+      case 'log-level':
+        if (!['trace', 'debug', 'info', 'warn', 'error'].includes(v ?? '')) fail('--log-level must be trace, debug, info, warn or error');
+        o.logLevel = v!;
+        break;
+      default:
+        fail(`unknown option --${name}`);
+    }
+  }
+  if (o.quick) {
+    o.protocols = ['2pc'];
+    o.participants = [3];
+    o.transports = ['kafka'];
+    if (!explicitConcurrency) o.concurrency = [1, 64];
+  }
+  return o;
+}
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
+
+async function measureCell(cluster: Cluster, o: Options, protocol: Protocol, concurrency: number, warmupMs: number): Promise<Omit<Cell, 'transport' | 'participants'>> {
+  const sampler = new ProcessSampler(cluster.coordinatorPid);
+  // The sampler's window should be the measured part only: start it after the warm-up.
+  const load = runLoad({
+    coordinatorUrl: cluster.coordinatorUrl,
+    protocol,
+    participants: cluster.participants,
+    concurrency,
+    durationMs: o.durationS * 1000,
+    warmupMs,
+  });
+  await new Promise((r) => setTimeout(r, warmupMs));
+  const measured = new ProcessSampler(cluster.coordinatorPid);
+  const r = await load;
+  const usage = measured.stop();
+  const peak = sampler.stop();
+  return {
+    protocol,
+    concurrency,
+    tps: r.committed / r.seconds,
+    latency: latency(r.latencies),
+    committed: r.committed,
+    aborted: r.aborted,
+    errors: r.errors,
+    cpuCores: usage.cpuCores,
+    rssMb: peak.peakRssMb,
+    firstError: r.firstError,
+  };
+}
+
+function row(c: Cell): string {
+  return [
+    c.transport.padEnd(5),
+    c.protocol,
+    String(c.participants).padStart(4),
+    String(c.concurrency).padStart(5),
+    c.tps.toFixed(0).padStart(7),
+    ms(c.latency.p50).padStart(8),
+    ms(c.latency.p95).padStart(8),
+    ms(c.latency.p99).padStart(8),
+    (c.cpuCores * 100).toFixed(0).padStart(6),
+    c.rssMb.toFixed(0).padStart(6),
+    `${c.aborted}/${c.errors}`.padStart(8),
+  ].join(' ');
+}
+const HEADER = 'trans proto part  conc     tps  p50 ms  p95 ms  p99 ms  cpu %  rss MB  abrt/err';
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  rmSync(LOG_DIR, { recursive: true, force: true });
+  mkdirSync(LOG_DIR, { recursive: true });
+  say(`bench: ${o.durationS} s per cell, log level ${o.logLevel}, consumer max wait ${MAX_WAIT_MS} ms; logs in ${LOG_DIR}`);
+  const broker = await startBroker();
+  const floorDbName = `txbench_floor_${process.pid}`;
+  const cells: Cell[] = [];
+  try {
+    say('');
+    say(HEADER);
+    for (const transport of o.transports) {
+      for (const participants of o.participants) {
+        const cluster = await startCluster({ transport, participants, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel });
+        try {
+          let first = true;
+          for (const protocol of o.protocols) {
+            for (const concurrency of o.concurrency) {
+              // The first cell on fresh processes warms up longer (JIT, connection pools, group joins).
+              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, first ? 5000 : 2000)) };
+              first = false;
+              cells.push(cell);
+              say(row(cell));
+              if (cell.firstError) say(`      first error: ${cell.firstError}`);
+            }
+          }
+        } finally {
+          await cluster.stop();
+        }
+      }
+    }
+
+    say('');
+    say('floor (same broker, same database server, same client settings):');
+    const bare = { bootstrap: broker.bootstrap, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR };
+    const roundTrip = await kafkaRoundTrip(bare, 5000);
+    say(`  kafka round trip (produce, consume, produce back, consume): p50 ${ms(roundTrip.p50)} ms, p99 ${ms(roundTrip.p99)} ms`);
+    const floorDb = await freshDatabase(PG_ADMIN, floorDbName);
+    const commitP50 = await postgresCommit(floorDb, 500);
+    say(`  postgres commit of one row: p50 ${ms(commitP50)} ms`);
+    const floorOf = (p: Protocol) => (p === '2pc' ? 2 : 3) * roundTrip.p50 + commitP50;
+    for (const p of o.protocols) say(`  latency floor ${p} (${p === '2pc' ? 2 : 3} × round trip + one commit): ${ms(floorOf(p))} ms`);
+
+    const ceilings = new Map<string, CeilingResult>();
+    const ceilingKey = (p: Protocol, n: number, c: number) => `${p}/${n}/${c}`;
+    const kafkaCells = cells.filter((c) => c.transport === 'kafka');
+    const wanted = new Set(kafkaCells.filter((c) => c.concurrency > 1).map((c) => ceilingKey(c.protocol, c.participants, c.concurrency)));
+    for (const key of wanted) {
+      const [p, n, c] = key.split('/');
+      const r = await bareRounds(bare, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: 2000 });
+      ceilings.set(key, r);
+      say(`  bare kafkajs ceiling ${p}, ${n} participants, concurrency ${c}: ${r.tps.toFixed(0)} tx/s (p50 ${ms(r.latency.p50)} ms)`);
+    }
+
+    say('');
+    say('ratios (kafka):');
+    for (const c of kafkaCells) {
+      const parts = [`${c.protocol} ${c.participants}p c${c.concurrency}:`];
+      if (c.concurrency === 1) parts.push(`latency p50 ${ms(c.latency.p50)} / floor ${ms(floorOf(c.protocol))} = ${(c.latency.p50 / floorOf(c.protocol)).toFixed(2)}`);
+      const ceiling = ceilings.get(ceilingKey(c.protocol, c.participants, c.concurrency));
+      if (ceiling) parts.push(`throughput ${c.tps.toFixed(0)} / ceiling ${ceiling.tps.toFixed(0)} = ${(c.tps / ceiling.tps).toFixed(2)}`);
+      say(`  ${parts.join(' ')}`);
+    }
+
+    // The headline: 2pc, 3 participants, kafka; throughput at 64 (or the highest run), latency at 1.
+    const head = kafkaCells.filter((c) => c.protocol === '2pc' && c.participants === 3);
+    const loaded = head.find((c) => c.concurrency === 64) ?? [...head].sort((a, b) => b.concurrency - a.concurrency)[0];
+    const single = head.find((c) => c.concurrency === 1);
+    if (loaded || single) {
+      const ceiling = loaded ? ceilings.get(ceilingKey('2pc', 3, loaded.concurrency)) : undefined;
+      const tps = loaded ? loaded.tps.toFixed(0) : '-';
+      const p50 = single ? ms(single.latency.p50) : '-';
+      const ratio = single ? (single.latency.p50 / floorOf('2pc')).toFixed(2) : '-';
+      const cratio = loaded && ceiling ? (loaded.tps / ceiling.tps).toFixed(2) : '-';
+      const rss = loaded ? loaded.rssMb.toFixed(0) : single!.rssMb.toFixed(0);
+      say('');
+      say(`bench: tps=${tps} p50=${p50} ms floor=${ms(floorOf('2pc'))} ms latency_ratio=${ratio} ceiling_ratio=${cratio} rss=${rss} MB`);
+    } else {
+      say('');
+      say('bench: the headline cell (2pc, 3 participants, kafka) was not in this run');
+    }
+  } finally {
+    await dropDatabases(PG_ADMIN, [floorDbName]).catch(() => undefined);
+    await broker.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
+    process.exit(3);
+  },
+);

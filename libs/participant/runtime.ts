@@ -9,7 +9,7 @@ import {
   PROTOCOL_VERSION,
 } from '../protocol';
 import type { MessageTransport } from '../transport/transport';
-import { KeyedQueue } from './key-queue';
+import { KeyedQueue } from '../concurrency/keyed-queue';
 import { findRecord, IN_DOUBT, insertRecord, listInDoubt, lockRecord, ParticipantRecord, updateState } from './log-store';
 import { participantCrashPoints, ParticipantCrashPoint } from './crash-points';
 import { runParticipantMigrations } from './schema';

@@ -89,13 +89,30 @@ type Decoded =
   | { index: number; envelope: Envelope; ok: true; message: ProtocolMessage }
   | { index: number; envelope: Envelope; ok: false; error: string; raw: KafkaMessage };
 
+/** One produce request carries at most this many messages, and about this many bytes of values. */
+const MAX_BATCH_MESSAGES = 1000;
+const MAX_BATCH_BYTES = 512 * 1024;
+
+interface OutgoingMessage {
+  topic: string;
+  message: Message;
+  bytes: number;
+}
+
+interface PendingSend {
+  messages: OutgoingMessage[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
 /**
  * The protocol over Kafka (CONTRACT section 3), on kafkajs directly: the raw value bytes are needed
  * for HMAC verification and for dead-lettering, which @nestjs/microservices would hide.
  *
  * Sending: every message is keyed by its txId (so one transaction stays on one partition, in
- * order), signed when a secret is set, and routed by type. One send() is one produce batch; it
- * resolves when the broker has acknowledged every message (acks=all). The producer is not
+ * order), signed when a secret is set, and routed by type. Concurrent send()s are coalesced into
+ * one produce request (see flush); each resolves when the broker has acknowledged every one of
+ * its messages (acks=all). The producer is not
  * idempotent (librdkafka's mock cluster cannot do it) so a retried produce can duplicate a
  * message: receivers are idempotent anyway. Messages for one transaction keep their order as long
  * as the caller awaits one send() before the next.
@@ -117,6 +134,9 @@ export class KafkaTransport implements MessageTransport {
   private stopping?: Promise<void>;
 
   private readonly producerBreaker: Breaker | null;
+  /** Sends waiting for the produce request under way (see flush). */
+  private readonly outbox: PendingSend[] = [];
+  private flushing = false;
 
   /** Consecutive handler failures per "topic|partition", for the redelivery backoff. */
   private readonly failures = new Map<string, number>();
@@ -209,7 +229,7 @@ export class KafkaTransport implements MessageTransport {
       await consumer.run({
         eachBatchAutoResolve: false,
         autoCommit: true,
-        partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 4,
+        partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 32,
         eachBatch: (payload) => this.onBatch(payload, handler),
       });
       // run() resolves after the first join attempt, which may have failed and be scheduled for a
@@ -234,24 +254,67 @@ export class KafkaTransport implements MessageTransport {
   async send(messages: ProtocolMessage[]): Promise<void> {
     if (this.stopping) throw new Error('KafkaTransport: stopped');
     if (messages.length === 0) return;
-    const byTopic = new Map<string, Message[]>();
-    for (const m of messages) {
-      const topic = isForParticipant(m) ? this.topics.participant(m.participant) : this.topics.coordinator;
+    const outgoing: OutgoingMessage[] = messages.map((m) => {
       const value = encodeMessage(m);
       const headers: IHeaders = {};
       if (this.opts.secret) headers[SIGNATURE_HEADER] = sign(value, this.opts.secret);
-      const list = byTopic.get(topic) ?? [];
-      list.push({ key: m.txId, value, headers });
-      byTopic.set(topic, list);
+      const topic = isForParticipant(m) ? this.topics.participant(m.participant) : this.topics.coordinator;
+      return { topic, message: { key: m.txId, value, headers }, bytes: value.length };
+    });
+    return new Promise<void>((resolve, reject) => {
+      this.outbox.push({ messages: outgoing, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  /**
+   * Coalescing (Nagle for produce requests): with no produce under way a send goes out at once;
+   * sends that come while one is under way wait for it and then go out together in one produce
+   * request, up to MAX_BATCH_MESSAGES / MAX_BATCH_BYTES. Under load that turns many small
+   * requests into few large record batches (one per partition), at no cost to an idle system.
+   * Each caller still resolves only when the broker has acknowledged its messages; a failed
+   * request rejects every send in it. One queue, in order: a transaction's messages keep theirs.
+   */
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.outbox.length > 0) {
+        const batch: PendingSend[] = [];
+        let count = 0;
+        let bytes = 0;
+        while (this.outbox.length > 0) {
+          const next = this.outbox[0];
+          const size = next.messages.reduce((n, m) => n + m.bytes, 0);
+          if (batch.length > 0 && (count + next.messages.length > MAX_BATCH_MESSAGES || bytes + size > MAX_BATCH_BYTES)) break;
+          batch.push(this.outbox.shift()!);
+          count += next.messages.length;
+          bytes += size;
+        }
+        const byTopic = new Map<string, Message[]>();
+        for (const send of batch) {
+          for (const m of send.messages) {
+            const list = byTopic.get(m.topic);
+            if (list) list.push(m.message);
+            else byTopic.set(m.topic, [m.message]);
+          }
+        }
+        const produce = async () => {
+          const producer = await this.connectedProducer();
+          await producer.sendBatch({
+            acks: -1,
+            topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })),
+          });
+        };
+        try {
+          await (this.producerBreaker ? this.producerBreaker.run(produce) : produce());
+          for (const send of batch) send.resolve();
+        } catch (err) {
+          for (const send of batch) send.reject(err);
+        }
+      }
+    } finally {
+      this.flushing = false;
     }
-    const produce = async () => {
-      const producer = await this.connectedProducer();
-      await producer.sendBatch({
-        acks: -1,
-        topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })),
-      });
-    };
-    await (this.producerBreaker ? this.producerBreaker.run(produce) : produce());
   }
 
   /** The state of this transport's circuit breakers, for health details. */

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { topics } from '../../libs/protocol';
 import { ManagedProcess } from '../support/processes';
 import { freePort } from '../support/ports';
 
@@ -18,6 +19,10 @@ export interface ClusterSettings {
   maxWaitMs: number;
   logDir: string;
   logLevel: string;
+  /** Creates a topic with the benchmark's partition count (before anything uses it). */
+  createTopic: (topic: string) => Promise<void>;
+  /** Where the coordinator writes a V8 CPU profile (.cpuprofile) when it exits; none when unset. */
+  profileDir?: string;
 }
 
 export interface Cluster {
@@ -65,6 +70,11 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
     s.transport === 'kafka'
       ? { KAFKA_BROKERS: s.bootstrap, TX_TOPIC_PREFIX: prefix, KAFKA_MAX_WAIT_MS: String(s.maxWaitMs), KAFKA_SESSION_TIMEOUT_MS: '6000' }
       : {};
+  const names = Array.from({ length: s.participants }, (_, i) => `p${i + 1}`);
+  if (s.transport === 'kafka') {
+    const t = topics(prefix);
+    for (const topic of [t.coordinator, t.deadLetter, ...names.map(t.participant)]) await s.createTopic(topic);
+  }
   const port = await freePort();
   const coordinatorUrl = `http://127.0.0.1:${port}`;
   const coordinatorDatabaseUrl = await database('coordinator');
@@ -89,6 +99,7 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
         await new Promise((r) => setTimeout(r, 200));
       }
     },
+    s.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${s.profileDir}`] : [],
   );
   const started: ManagedProcess[] = [];
   const stopAll = async () => {
@@ -98,7 +109,6 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
   try {
     await coordinator.start();
     started.push(coordinator);
-    const names = Array.from({ length: s.participants }, (_, i) => `p${i + 1}`);
     const participants = await Promise.all(
       names.map(async (name) => {
         const env: Record<string, string> = { ...kafkaEnv, DATABASE_URL: await database(name), LOG_LEVEL: s.logLevel };

@@ -1,7 +1,8 @@
 /**
  * The participant side of the bare ceiling: plain kafkajs, no library, no database. It answers
  * every message on its topic with one message to the reply topic (a vote for a prepare, an ack
- * otherwise), which is the message pattern of a participant and nothing more.
+ * otherwise), which is the message pattern of a participant and nothing more; the replies to one
+ * fetched batch go out in one produce request.
  *
  *   node dist/tools/bench/echo.js <bootstrap> <topic> <reply-topic> <max-wait-ms>
  */
@@ -19,11 +20,16 @@ async function main(): Promise<void> {
   await consumer.subscribe({ topic, fromBeginning: false });
   await consumer.run({
     partitionsConsumedConcurrently: 4,
-    eachMessage: async ({ message }) => {
-      const m = JSON.parse(String(message.value)) as { type: string; txId: string; participant: string };
-      if (m.type === 'setup') return;
-      const reply = { v: 1, type: m.type === 'prepare' ? 'vote' : 'ack', vote: 'yes', of: m.type, txId: m.txId, participant: m.participant, sentAt: new Date().toISOString() };
-      await producer.send({ topic: replyTopic, acks: -1, messages: [{ key: m.txId, value: JSON.stringify(reply) }] });
+    // One reply request per fetched batch: the most plain kafkajs does for this pattern.
+    eachBatch: async ({ batch }) => {
+      const replies = [];
+      for (const message of batch.messages) {
+        const m = JSON.parse(String(message.value)) as { type: string; txId: string; participant: string };
+        if (m.type === 'setup') continue;
+        const reply = { v: 1, type: m.type === 'prepare' ? 'vote' : 'ack', vote: 'yes', of: m.type, txId: m.txId, participant: m.participant, sentAt: new Date().toISOString() };
+        replies.push({ key: m.txId, value: JSON.stringify(reply) });
+      }
+      if (replies.length) await producer.send({ topic: replyTopic, acks: -1, messages: replies });
     },
   });
   process.stdout.write('echo ready\n');

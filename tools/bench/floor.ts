@@ -7,10 +7,12 @@
  * - Bare ceiling: the message pattern of a transaction (prepare → vote, [pre-commit → ack,]
  *   decision → ack, to and from each participant) moved by plain kafkajs code with no
  *   coordinator logic and no log; each participant is its own process, as in the real system.
+ *   Both sides batch as plain kafkajs code would: what is sent in one event-loop turn goes in one
+ *   produce request, and each fetched batch is answered with one.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { Consumer, Kafka, logLevel, Producer } from 'kafkajs';
+import { Consumer, Kafka, logLevel, Message, Producer } from 'kafkajs';
 import { Client } from 'pg';
 import { ManagedProcess } from '../support/processes';
 import { latency, Latency, percentile } from './stats';
@@ -24,6 +26,8 @@ export interface BareSettings {
   bootstrap: string;
   maxWaitMs: number;
   logDir: string;
+  /** Creates a topic with the benchmark's partition count (before anything uses it). */
+  createTopic: (topic: string) => Promise<void>;
 }
 
 /**
@@ -37,6 +41,7 @@ export async function bareRounds(
   const prefix = `bare${randomUUID().slice(0, 8)}.`;
   const replyTopic = `${prefix}coordinator`;
   const names = Array.from({ length: o.participants }, (_, i) => `p${i + 1}`);
+  for (const topic of [replyTopic, ...names.map((n) => `${prefix}participant.${n}`)]) await s.createTopic(topic);
   const kafka = new Kafka({ clientId: 'bench-bare', brokers: s.bootstrap.split(','), logLevel: logLevel.NOTHING });
   const producer: Producer = kafka.producer({ allowAutoTopicCreation: true });
   await producer.connect();
@@ -63,18 +68,30 @@ export async function bareRounds(
   });
 
   const types = o.rounds === 3 ? ['prepare', 'pre-commit', 'commit'] : o.rounds === 2 ? ['prepare', 'commit'] : ['prepare'];
+  // Messages sent in one turn of the event loop go out in one produce request (plain batching).
+  let outbox: { topic: string; messages: Message[] }[] = [];
+  let flushed: Promise<void> | null = null;
+  const send = (batch: { topic: string; messages: Message[] }[]) => {
+    outbox.push(...batch);
+    flushed ??= new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+      const topicMessages = outbox;
+      outbox = [];
+      flushed = null;
+      await producer.sendBatch({ acks: -1, topicMessages });
+    });
+    return flushed;
+  };
   const transaction = async (): Promise<void> => {
     const txId = randomUUID();
     for (const type of types) {
       const replies = new Promise<void>((done) => waiting.set(txId, { left: names.length, done }));
       const sentAt = new Date().toISOString();
-      await producer.sendBatch({
-        acks: -1,
-        topicMessages: names.map((name) => ({
+      await send(
+        names.map((name) => ({
           topic: `${prefix}participant.${name}`,
           messages: [{ key: txId, value: JSON.stringify({ v: 1, type, txId, participant: name, protocol: '2pc', sentAt }) }],
         })),
-      });
+      );
       await withTimeout(replies, 30_000, `no replies to ${type} within 30 s`);
     }
     waiting.delete(txId);

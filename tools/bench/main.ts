@@ -11,6 +11,7 @@
  *   npm run bench                       # the whole matrix (2pc/3pc × 1,3,10 participants × 1,16,64,256 clients × kafka/http)
  *   npm run bench -- --quick            # 2pc, 3 participants, kafka, concurrency 1 and 64
  *   npm run bench -- --protocol 3pc --participants 3 --concurrency 64 --transport kafka --duration 20
+ *   npm run bench -- --quick --profile  # also a CPU profile of the coordinator: .data/bench/profile/*.cpuprofile
  *
  * Last line: `bench: tps=N p50=X ms floor=Y ms latency_ratio=R ceiling_ratio=Q rss=M MB`
  * (2pc, 3 participants, kafka: tps, ceiling and rss at concurrency 64, latency at concurrency 1).
@@ -35,6 +36,7 @@ interface Options {
   durationS: number;
   quick: boolean;
   logLevel: string;
+  profile: boolean;
 }
 
 interface Cell {
@@ -57,8 +59,10 @@ const LOG_DIR = join(ROOT, '.data', 'bench');
 const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 /** Consumers' fetch wait, for the system and the floor alike (the test broker's long-poll never returns early). */
 const MAX_WAIT_MS = 5;
+/** Partitions of every topic, for the system and the ceiling alike. */
+const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 4);
 const USAGE =
-  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level]';
+  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level] [--profile]';
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
@@ -69,6 +73,7 @@ function parseArgs(argv: string[]): Options {
     durationS: 10,
     quick: false,
     logLevel: 'warn',
+    profile: false,
   };
   const fail = (problem: string): never => {
     process.stderr.write(`bench: ${problem}\n${USAGE}\n`);
@@ -79,16 +84,17 @@ function parseArgs(argv: string[]): Options {
     if (!Number.isInteger(n) || n < min || n > max) fail(`--${name} must be an integer between ${min} and ${max}`);
     return n;
   };
-  let explicitConcurrency = false;
+  const explicit = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
     if (!m) fail(`unexpected argument ${JSON.stringify(argv[i])}`);
     const [, name, inline] = m!;
-    if (name === 'quick') {
-      o.quick = true;
+    if (name === 'quick' || name === 'profile') {
+      o[name] = true;
       continue;
     }
     const v = inline ?? argv[++i];
+    explicit.add(name);
     switch (name) {
       case 'protocol':
         if (v !== '2pc' && v !== '3pc') fail('--protocol must be 2pc or 3pc');
@@ -99,7 +105,6 @@ function parseArgs(argv: string[]): Options {
         break;
       case 'concurrency':
         o.concurrency = [int(name, v, 1, 1024)];
-        explicitConcurrency = true;
         break;
       case 'transport':
         if (v !== 'kafka' && v !== 'http') fail('--transport must be kafka or http');
@@ -117,10 +122,11 @@ function parseArgs(argv: string[]): Options {
     }
   }
   if (o.quick) {
-    o.protocols = ['2pc'];
-    o.participants = [3];
-    o.transports = ['kafka'];
-    if (!explicitConcurrency) o.concurrency = [1, 64];
+    // A small matrix: what is not given explicitly is the headline cell's.
+    if (!explicit.has('protocol')) o.protocols = ['2pc'];
+    if (!explicit.has('participants')) o.participants = [3];
+    if (!explicit.has('transport')) o.transports = ['kafka'];
+    if (!explicit.has('concurrency')) o.concurrency = [1, 64];
   }
   return o;
 }
@@ -183,12 +189,13 @@ async function main(): Promise<void> {
   const broker = await startBroker();
   const floorDbName = `txbench_floor_${process.pid}`;
   const cells: Cell[] = [];
+  const createTopic = (topic: string) => broker.command(`create ${topic} ${PARTITIONS}`);
   try {
     say('');
     say(HEADER);
     for (const transport of o.transports) {
       for (const participants of o.participants) {
-        const cluster = await startCluster({ transport, participants, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel });
+        const cluster = await startCluster({ transport, participants, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel, createTopic, profileDir: o.profile ? join(LOG_DIR, 'profile') : undefined });
         try {
           let first = true;
           for (const protocol of o.protocols) {
@@ -209,7 +216,7 @@ async function main(): Promise<void> {
 
     say('');
     say('floor (same broker, same database server, same client settings):');
-    const bare = { bootstrap: broker.bootstrap, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR };
+    const bare = { bootstrap: broker.bootstrap, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, createTopic };
     const roundTrip = await kafkaRoundTrip(bare, 5000);
     say(`  kafka round trip (produce, consume, produce back, consume): p50 ${ms(roundTrip.p50)} ms, p99 ${ms(roundTrip.p99)} ms`);
     const floorDb = await freshDatabase(PG_ADMIN, floorDbName);

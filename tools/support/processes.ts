@@ -25,6 +25,8 @@ export class ManagedProcess {
     logFile: string,
     /** Resolves when the process is ready to work. */
     private readonly ready: (p: ManagedProcess, lineSeen: (re: RegExp) => Promise<string>) => Promise<unknown>,
+    /** Options for node itself (for example --cpu-prof). */
+    private readonly nodeArgs: string[] = [],
   ) {
     this.log = createWriteStream(logFile, { flags: 'a' });
   }
@@ -40,7 +42,7 @@ export class ManagedProcess {
   async start(timeoutMs = 90_000): Promise<void> {
     this.starts++;
     this.expectExit = false;
-    const child = spawn(process.execPath, [join(ROOT, 'dist', this.entry), ...this.args], {
+    const child = spawn(process.execPath, [...this.nodeArgs, join(ROOT, 'dist', this.entry), ...this.args], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],

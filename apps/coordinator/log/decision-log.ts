@@ -1,7 +1,7 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
+import { KeyedQueue } from '../../../libs/concurrency/keyed-queue';
 import { PinoLogger } from 'nestjs-pino';
-import { DataSource, EntityManager, In } from 'typeorm';
-import { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { DataSource, In } from 'typeorm';
 import { ParticipantState, TxPhase, TxState } from '../../../libs/engine';
 import { Breaker } from '../../../libs/resilience/breaker';
 import { CONFIG, CoordinatorConfig } from '../config/config';
@@ -26,14 +26,18 @@ export type InsertResult = { created: true; state: TxState } | { created: false;
 
 const UNIQUE_VIOLATION = '23505';
 
-// jsonb columns hold Record<string, unknown>, which TypeORM's deep-partial write types cannot express.
-type TxRowWrite = QueryDeepPartialEntity<TransactionRow>;
-type PRowWrite = QueryDeepPartialEntity<ParticipantRow>;
 
 /**
- * The durable decision log in Postgres. Every change to a transaction happens in `update`, under
- * the transaction row's lock, so steps on one transaction are serialized across replicas and the
- * decision is committed to the database before the caller sends anything.
+ * The durable decision log in Postgres. Every change to a transaction happens in `update`: read
+ * the transaction, step it, and save the new state in one statement that applies only if the row's
+ * version is still the one read (optimistic concurrency). A step that lost a race with another
+ * replica is read again and redone, so steps on one transaction are serialized across replicas,
+ * and the change (the decision) is committed before the caller sends anything. Within this
+ * process, steps of one transaction also wait for each other, so they do not race at all.
+ *
+ * The hot path is raw SQL, one round trip each: a read is one query (the transaction and its
+ * participants as JSON), a save is one statement (the transaction row and the changed participant
+ * rows), a begin is one statement. TypeORM stays for migrations and the listing queries.
  */
 @Injectable()
 export class DecisionLog {
@@ -44,6 +48,8 @@ export class DecisionLog {
    * TX_BREAKER_RESET_MS one operation probes. Without the configuration (tools, tests) there is none.
    */
   private readonly breaker: Breaker | null;
+  /** Steps of one transaction in this process, one at a time. */
+  private readonly steps = new KeyedQueue();
 
   constructor(
     private readonly db: DataSource,
@@ -114,33 +120,53 @@ export class DecisionLog {
 
   private async insertNow(state: TxState, idempotency?: IdempotencyKey): Promise<InsertResult> {
     try {
-      await this.db.transaction(async (em) => {
-        await em.insert(TransactionRow, toRow(state, idempotency) as Partial<TransactionRow> as TxRowWrite);
-        if (state.participants.length) await em.insert(ParticipantRow, state.participants.map((p, i) => toParticipantRow(state.id, p, i)) as PRowWrite[]);
-      });
+      await this.db.query(INSERT_TX, [
+        state.id, state.protocol, state.phase, state.outcome, state.reason, state.timeoutMs, state.metadata,
+        new Date(state.createdAt), new Date(state.deadline), toDate(state.decidedAt), toDate(state.completedAt), new Date(),
+        idempotency?.key ?? null, idempotency?.hash ?? null, participantsJson(state.participants.map((p, i) => ({ p, i }))),
+      ]);
       return { created: true, state };
     } catch (err) {
       if (!idempotency || (err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
       const row = await this.db.getRepository(TransactionRow).findOneBy({ idempotencyKey: idempotency.key });
-      if (!row) throw err;
-      return { created: false, state: await this.load(this.db.manager, row), sameRequest: row.requestHash === idempotency.hash };
+      const existing = row && (await this.read(row.id));
+      if (!row || !existing) throw err;
+      return { created: false, state: existing.state, sameRequest: row.requestHash === idempotency.hash };
     }
   }
 
   private async getNow(id: string): Promise<TxState | null> {
-    const row = await this.db.getRepository(TransactionRow).findOneBy({ id });
-    return row ? this.load(this.db.manager, row) : null;
+    return (await this.read(id))?.state ?? null;
   }
 
-  private async updateNow<T>(id: string, change: (state: TxState) => { next: TxState | null; result: T }): Promise<{ result: T } | null> {
-    return this.db.transaction(async (em) => {
-      const row = await em.getRepository(TransactionRow).findOne({ where: { id }, lock: { mode: 'pessimistic_write' } });
-      if (!row) return null;
-      const before = await this.load(em, row);
-      const { next, result } = change(before);
-      if (next) await save(em, before, next);
-      return { result };
+  private async read(id: string): Promise<{ state: TxState; version: number } | null> {
+    const rows: RawTx[] = await this.db.query(SELECT_TX, [id]);
+    return rows.length ? fromRaw(rows[0]) : null;
+  }
+
+  private updateNow<T>(id: string, change: (state: TxState) => { next: TxState | null; result: T }): Promise<{ result: T } | null> {
+    return this.steps.run(id, async () => {
+      for (let attempt = 1; ; attempt++) {
+        const current = await this.read(id);
+        if (!current) return null;
+        const { next, result } = change(current.state);
+        if (!next || (await this.saveIfUnchanged(current.state, next, current.version))) return { result };
+        // Another replica changed it since the read: step again on what it wrote.
+        if (attempt >= MAX_STEP_ATTEMPTS) throw new Error(`transaction ${id} changed concurrently ${attempt} times in a row; giving up this step`);
+      }
     });
+  }
+
+  /** Saves `next` if the row still has `version`; false when someone else changed it first. */
+  private async saveIfUnchanged(before: TxState, next: TxState, version: number): Promise<boolean> {
+    const old = new Map(before.participants.map((p) => [p.name, p]));
+    const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
+    const rows: { n: number }[] = await this.db.query(SAVE_TX, [
+      next.id, version, next.protocol, next.phase, next.outcome, next.reason, next.timeoutMs, next.metadata,
+      new Date(next.createdAt), new Date(next.deadline), toDate(next.decidedAt), toDate(next.completedAt), new Date(),
+      participantsJson(changed),
+    ]);
+    return rows[0].n === 1;
   }
 
   private async listNow(q: ListQuery): Promise<TxState[]> {
@@ -172,11 +198,6 @@ export class DecisionLog {
     await this.db.query('SELECT 1');
   }
 
-  private async load(em: EntityManager, row: TransactionRow): Promise<TxState> {
-    const participants = await em.getRepository(ParticipantRow).find({ where: { txId: row.id }, order: { position: 'ASC' } });
-    return fromRows(row, participants);
-  }
-
   private async loadMany(rows: TransactionRow[]): Promise<TxState[]> {
     if (rows.length === 0) return [];
     const all = await this.db.getRepository(ParticipantRow).find({
@@ -189,38 +210,100 @@ export class DecisionLog {
   }
 }
 
-async function save(em: EntityManager, before: TxState, next: TxState): Promise<void> {
-  const { idempotencyKey: _k, requestHash: _h, ...row } = toRow(next);
-  await em.update(TransactionRow, { id: next.id }, row as TxRowWrite);
-  const old = new Map(before.participants.map((p) => [p.name, p]));
-  const changed = next.participants
-    .map((p, i) => ({ p, i }))
-    .filter(({ p }) => JSON.stringify(old.get(p.name)) !== JSON.stringify(p))
-    .map(({ p, i }) => toParticipantRow(next.id, p, i));
-  if (changed.length) await em.upsert(ParticipantRow, changed as PRowWrite[], ['txId', 'name']);
+/** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
+const MAX_STEP_ATTEMPTS = 20;
+
+const PARTICIPANT_JSON = `json_build_object('name', p.name, 'payload', p.payload, 'url', p.url, 'vote', p.vote,
+  'voteReason', p.vote_reason, 'preCommitted', p.pre_committed, 'acked', p.acked)`;
+
+/** One transaction with its participants in enlistment order: one round trip. */
+const SELECT_TX = `
+  SELECT t.id, t.protocol, t.state, t.outcome, t.reason, t.timeout_ms, t.metadata, t.created_at, t.deadline,
+         t.decided_at, t.completed_at, t.version,
+         COALESCE((SELECT json_agg(${PARTICIPANT_JSON} ORDER BY p.position) FROM tx_participant p WHERE p.tx_id = t.id), '[]'::json) AS participants
+    FROM tx_transaction t WHERE t.id = $1`;
+
+const PARTICIPANT_RECORDS = `jsonb_to_recordset($15::jsonb) AS x(name text, position integer, payload jsonb, url text, vote text,
+  vote_reason text, pre_committed boolean, acked boolean)`;
+
+/** A new transaction and its participants: one statement, so all of it or nothing. */
+const INSERT_TX = `
+  WITH t AS (
+    INSERT INTO tx_transaction (id, protocol, state, outcome, reason, timeout_ms, metadata, created_at, deadline,
+                                decided_at, completed_at, updated_at, idempotency_key, request_hash)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id)
+  INSERT INTO tx_participant (tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked)
+  SELECT (SELECT id FROM t), x.name, x.position, COALESCE(x.payload, '{}'), x.url, x.vote, x.vote_reason, x.pre_committed, x.acked
+    FROM ${PARTICIPANT_RECORDS}`;
+
+/**
+ * A step's new state, if the row still has the version the step read ($2): the transaction row and
+ * the changed (or newly enlisted) participants in one statement. The participants' write depends
+ * on the row's: with another version, nothing is written and no row comes back.
+ */
+const SAVE_TX = `
+  WITH t AS (
+    UPDATE tx_transaction SET protocol = $3, state = $4, outcome = $5, reason = $6, timeout_ms = $7, metadata = $8,
+           created_at = $9, deadline = $10, decided_at = $11, completed_at = $12, updated_at = $13, version = version + 1
+     WHERE id = $1 AND version = $2 RETURNING id),
+  p AS (
+    INSERT INTO tx_participant (tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked)
+    SELECT (SELECT id FROM t), x.name, x.position, COALESCE(x.payload, '{}'), x.url, x.vote, x.vote_reason, x.pre_committed, x.acked
+      FROM ${PARTICIPANT_RECORDS.replace('$15', '$14')}
+     WHERE EXISTS (SELECT 1 FROM t)
+    ON CONFLICT (tx_id, name) DO UPDATE SET position = EXCLUDED.position, payload = EXCLUDED.payload, url = EXCLUDED.url,
+       vote = EXCLUDED.vote, vote_reason = EXCLUDED.vote_reason, pre_committed = EXCLUDED.pre_committed, acked = EXCLUDED.acked)
+  SELECT count(*)::int AS n FROM t`;
+
+interface RawTx {
+  id: string;
+  protocol: string;
+  state: string;
+  outcome: string | null;
+  reason: string | null;
+  timeout_ms: number;
+  metadata: Record<string, unknown>;
+  created_at: Date;
+  deadline: Date;
+  decided_at: Date | null;
+  completed_at: Date | null;
+  version: number;
+  participants: ParticipantState[];
 }
 
-function toRow(s: TxState, idempotency?: IdempotencyKey): TransactionRow {
+function fromRaw(r: RawTx): { state: TxState; version: number } {
   return {
-    id: s.id,
-    protocol: s.protocol,
-    state: s.phase,
-    outcome: s.outcome,
-    reason: s.reason,
-    timeoutMs: s.timeoutMs,
-    metadata: s.metadata,
-    createdAt: new Date(s.createdAt),
-    deadline: new Date(s.deadline),
-    decidedAt: s.decidedAt === null ? null : new Date(s.decidedAt),
-    completedAt: s.completedAt === null ? null : new Date(s.completedAt),
-    updatedAt: new Date(),
-    idempotencyKey: idempotency?.key ?? null,
-    requestHash: idempotency?.hash ?? null,
+    version: r.version,
+    state: {
+      id: r.id,
+      protocol: r.protocol as TxState['protocol'],
+      phase: r.state as TxPhase,
+      outcome: r.outcome as TxState['outcome'],
+      reason: r.reason,
+      timeoutMs: r.timeout_ms,
+      metadata: r.metadata,
+      createdAt: r.created_at.getTime(),
+      deadline: r.deadline.getTime(),
+      decidedAt: r.decided_at?.getTime() ?? null,
+      completedAt: r.completed_at?.getTime() ?? null,
+      participants: r.participants.map((p) => ({
+        name: p.name, payload: p.payload, url: p.url, vote: p.vote, voteReason: p.voteReason, preCommitted: p.preCommitted, acked: p.acked,
+      })),
+    },
   };
 }
 
-function toParticipantRow(txId: string, p: ParticipantState, position: number): ParticipantRow {
-  return { txId, name: p.name, position, payload: p.payload, url: p.url, vote: p.vote, voteReason: p.voteReason, preCommitted: p.preCommitted, acked: p.acked };
+const toDate = (ms: number | null) => (ms === null ? null : new Date(ms));
+
+function participantsJson(ps: { p: ParticipantState; i: number }[]): string {
+  return JSON.stringify(ps.map(({ p, i }) => ({
+    name: p.name, position: i, payload: p.payload, url: p.url, vote: p.vote, vote_reason: p.voteReason, pre_committed: p.preCommitted, acked: p.acked,
+  })));
+}
+
+function sameParticipant(a: ParticipantState | undefined, b: ParticipantState): boolean {
+  return !!a && a.vote === b.vote && a.voteReason === b.voteReason && a.preCommitted === b.preCommitted && a.acked === b.acked &&
+    a.url === b.url && JSON.stringify(a.payload) === JSON.stringify(b.payload);
 }
 
 function fromRows(r: TransactionRow, ps: ParticipantRow[]): TxState {

@@ -19,6 +19,8 @@ export class TransactionRow {
   @Column('timestamptz', { name: 'updated_at' }) updatedAt!: Date;
   @Column('text', { name: 'idempotency_key', nullable: true }) idempotencyKey!: string | null;
   @Column('text', { name: 'request_hash', nullable: true }) requestHash!: string | null;
+  /** Bumped by every saved step; a step saves only if it is still the version it read. */
+  @Column('integer', { default: 0 }) version!: number;
 }
 
 /** One row per enlisted participant, with its vote and whether it acknowledged the outcome. */

@@ -118,7 +118,12 @@ export class CoordinatorService implements OnApplicationShutdown {
     this.metrics.onStep(before!, r.state, r.effects, event.type);
     this.crash.afterPersist(before!, event, r);
     const cut = this.crash.cutAfterFirstSend(before!, r);
-    await this.carryOut(txId, r, event.type, event.type === 'resend' ? event.attempt + 1 : 0, cut ? () => this.crash.hit(cut) : undefined);
+    // The step is durable: its messages leave without the caller waiting for them (carryOut hands
+    // them to the transport at once, in step order). Waiting would chain requests over HTTP into a
+    // cycle: a participant's vote request would wait for the decision to reach that participant,
+    // which is still busy sending the vote. A failed send is the resend timer's to repeat.
+    void this.track(this.carryOut(txId, r, event.type, event.type === 'resend' ? event.attempt + 1 : 0, cut ? () => this.crash.hit(cut) : undefined))
+      .catch((err) => this.logger.error({ txId, err: String(err) }, 'carrying out a step failed; the sweep will retry'));
     return r;
   }
 

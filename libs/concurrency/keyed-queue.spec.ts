@@ -1,4 +1,4 @@
-import { KeyedQueue } from './key-queue';
+import { KeyedQueue } from './keyed-queue';
 
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
 

@@ -134,6 +134,8 @@ export class KafkaTransport implements MessageTransport {
   private stopping?: Promise<void>;
 
   private readonly producerBreaker: Breaker | null;
+  /** Per "topic|partition" read here: messages after the last fetched batch (see backlog). */
+  private readonly lags = new Map<string, number>();
   /** Sends waiting for the produce request under way (see flush). */
   private readonly outbox: PendingSend[] = [];
   private flushing = false;
@@ -204,6 +206,7 @@ export class KafkaTransport implements MessageTransport {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       const { memberId, isLeader, memberAssignment } = e.payload;
       this.logger.info({ groupId, memberId, isLeader, memberAssignment }, 'kafka consumer joined its group');
+      this.lags.clear(); // the assignment may have changed: lags are known again after the next fetch
       joinedOnce = true;
       onFirstJoin?.();
     });
@@ -315,6 +318,12 @@ export class KafkaTransport implements MessageTransport {
     } finally {
       this.flushing = false;
     }
+  }
+
+  backlog(): number {
+    let n = 0;
+    for (const lag of this.lags.values()) n += lag;
+    return n;
   }
 
   /** The state of this transport's circuit breakers, for health details. */
@@ -472,6 +481,7 @@ export class KafkaTransport implements MessageTransport {
       }
 
       const partitionKey = `${topic}|${partition}`;
+      this.lags.set(partitionKey, complete ? Math.max(0, Number(batch.offsetLag())) : batch.messages.length);
       if (complete) {
         this.failures.delete(partitionKey);
       } else if (isRunning()) {

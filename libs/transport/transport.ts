@@ -32,6 +32,12 @@ export interface MessageTransport {
   send(messages: ProtocolMessage[], routes?: ReadonlyMap<string, string>): Promise<void>;
   /** Resolves when the broker (or, for an HTTP participant, the coordinator) is reachable; rejects otherwise (readiness). */
   check(): Promise<void>;
+  /**
+   * Messages known to be waiting in this process's inbox (Kafka: the lag of the partitions it
+   * reads, as of their last fetch); 0 when none or not known. A resend can wait while the answer
+   * may be among them.
+   */
+  backlog?(): number;
   /** Stops receiving (leaves the consumer group, closes the endpoint) and disconnects. */
   stop(): Promise<void>;
 }

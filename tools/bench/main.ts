@@ -60,7 +60,7 @@ const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.
 /** Consumers' fetch wait, for the system and the floor alike (the test broker's long-poll never returns early). */
 const MAX_WAIT_MS = 5;
 /** Partitions of every topic, for the system and the ceiling alike. */
-const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 4);
+const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 32);
 const USAGE =
   'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level] [--profile]';
 

@@ -27,6 +27,7 @@ export class MetricsService {
   private readonly resends = new Counter({ name: 'txcoord_resends_total', help: 'Messages sent again because no answer came', labelNames: ['type'], registers: [this.registry] });
   private readonly received = new Counter({ name: 'txcoord_messages_received_total', help: 'Protocol messages received', labelNames: ['type'], registers: [this.registry] });
   private readonly deadLetters = new Counter({ name: 'txcoord_dead_letters_total', help: 'Unreadable messages sent to the dead-letter topic or refused', registers: [this.registry] });
+  private readonly resendsPostponed = new Counter({ name: 'txcoord_resends_postponed_total', help: 'Resends put off one interval because the coordinator inbox had a backlog', registers: [this.registry] });
   private readonly sendFailures = new Counter({ name: 'txcoord_send_failures_total', help: 'Sends that failed and wait for their resend', registers: [this.registry] });
 
   constructor(log: DecisionLog) {
@@ -74,6 +75,10 @@ export class MetricsService {
 
   onSendFailed(): void {
     this.sendFailures.inc();
+  }
+
+  onResendPostponed(): void {
+    this.resendsPostponed.inc();
   }
 }
 

@@ -11,6 +11,9 @@ import { CoordinatorCrashHooks } from './crash-hooks';
 import { TxTimers } from './timers';
 import { TRANSPORT } from './tokens';
 
+/** Resends of one transaction put off in a row at most, while the inbox has a backlog. */
+const MAX_POSTPONED = 4;
+
 /** An event without its time: the driver stamps `now` under the transaction's lock. */
 export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
 
@@ -33,6 +36,8 @@ export class CoordinatorService implements OnApplicationShutdown {
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Shutting down: no more protocol messages or timers start steps. */
   private intakeClosed = false;
+  /** Per transaction, resends put off in a row because the inbox had a backlog (see postponeResend). */
+  private readonly postponed = new Map<string, number>();
 
   constructor(
     private readonly log: DecisionLog,
@@ -184,6 +189,22 @@ export class CoordinatorService implements OnApplicationShutdown {
     await this.apply(txId, { type: 'recovered' });
   }
 
+  /**
+   * Under load the coordinator's inbox (its Kafka partitions) holds a backlog; the votes and acks a
+   * resend would ask for are then often already in it. Resending anyway multiplies the load that
+   * made them late (every duplicate is answered again), and the system collapses into resends. So
+   * a resend waits one more interval while there is a backlog, at most MAX_POSTPONED times in a row:
+   * a message really lost is still resent, only later.
+   */
+  private postponeResend(txId: string): boolean {
+    if (!(this.transport.backlog?.() ?? 0)) return false;
+    const n = this.postponed.get(txId) ?? 0;
+    if (n >= MAX_POSTPONED) return false;
+    this.postponed.set(txId, n + 1);
+    this.metrics.onResendPostponed();
+    return true;
+  }
+
   holdsTimers(txId: string): boolean {
     // A step whose send is still under way arms its resend timer when the send ends.
     return this.timers.has(txId) || this.stepSeq.has(txId);
@@ -211,10 +232,19 @@ export class CoordinatorService implements OnApplicationShutdown {
     if (seq !== undefined) this.stepSeq.set(txId, seq);
     const afterSend: (() => void)[] = [];
     for (const e of r.effects) {
-      if (e.type === 'clear-timers') this.timers.clear(txId);
+      if (e.type === 'clear-timers') {
+        this.timers.clear(txId);
+        this.postponed.delete(txId);
+      }
       if (e.type === 'set-timer') {
         const fire = (attempt: number) => {
           if (this.intakeClosed) return; // shutting down: recovery picks it up after the restart
+          if (e.timer === 'resend' && this.postponeResend(txId)) {
+            // The answer may be waiting in our own inbox: resending now would only add to it.
+            this.timers.set(txId, 'resend', Date.now() + Math.max(0, e.at - now), Date.now(), fire, attempt);
+            return;
+          }
+          this.postponed.delete(txId);
           void this.apply(txId, e.timer === 'deadline' ? { type: 'deadline' } : { type: 'resend', attempt })
             .catch((err) => this.logger.warn({ txId, err: String(err) }, `${e.timer} timer failed; the sweep will retry`));
         };

@@ -18,6 +18,7 @@ import { databaseOptions } from './log/database';
 import { DecisionLog } from './log/decision-log';
 import { CoordinatorService } from './protocol/coordinator.service';
 import { LifecycleService } from './protocol/lifecycle.service';
+import { RetentionService } from './protocol/retention.service';
 import { StuckReporter } from './protocol/stuck.service';
 import { TRANSPORT } from './protocol/tokens';
 import { createTransport } from './protocol/transport.factory';
@@ -52,6 +53,7 @@ export class AppModule {
         CoordinatorService,
         LifecycleService,
         StuckReporter,
+        RetentionService,
       ],
     };
   }

@@ -30,6 +30,7 @@ const BAD: Record<string, string> = {
   TX_BODY_LIMIT_BYTES: '10',
   LOG_LEVEL: 'loud',
   TX_STUCK_AFTER_MS: '5',
+  TX_RETENTION_MS: '500',
   TX_BREAKER_ERROR_PERCENT: '0',
   TX_BREAKER_VOLUME: '0',
   TX_BREAKER_WINDOW_MS: '10',

@@ -26,6 +26,7 @@ export interface ClusterSettings {
 }
 
 export interface Cluster {
+  coordinator: ManagedProcess;
   coordinatorUrl: string;
   coordinatorPid: number;
   coordinatorDatabaseUrl: string;
@@ -126,7 +127,7 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
         return { name, url };
       }),
     );
-    return { coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, participants, stop: stopAll };
+    return { coordinator, coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, participants, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -12,6 +12,8 @@
  *   npm run bench -- --quick            # 2pc, 3 participants, kafka, concurrency 1 and 64
  *   npm run bench -- --protocol 3pc --participants 3 --concurrency 64 --transport kafka --duration 20
  *   npm run bench -- --quick --profile  # also a CPU profile of the coordinator: .data/bench/profile/*.cpuprofile
+ *   npm run bench -- --recovery 10000   # restart with 10,000 transactions in flight: time to ready and to all committed
+ *   npm run bench -- --lookups          # get and list with 10,000 and with 1,000,000 transactions in the log
  *
  * Last line: `bench: tps=N p50=X ms floor=Y ms latency_ratio=R ceiling_ratio=Q rss=M MB`
  * (2pc, 3 participants, kafka: tps, ceiling and rss at concurrency 64, latency at concurrency 1).
@@ -24,6 +26,8 @@ import { startBroker } from '../support/broker';
 import { Cluster, freshDatabase, dropDatabases, startCluster, Transport } from './cluster';
 import { bareRounds, CeilingResult, kafkaRoundTrip, postgresCommit } from './floor';
 import { runLoad } from './load';
+import { measureLookups, seedFinished } from './log-scale';
+import { measureRecovery } from './recovery';
 import { latency, Latency, ProcessSampler } from './stats';
 
 type Protocol = '2pc' | '3pc';
@@ -37,6 +41,10 @@ interface Options {
   quick: boolean;
   logLevel: string;
   profile: boolean;
+  /** Also measure recovery with this many transactions in flight (0: no). */
+  recovery: number;
+  /** Also measure get/list against a log of 10,000 and of 1,000,000 transactions. */
+  lookups: boolean;
 }
 
 interface Cell {
@@ -62,7 +70,7 @@ const MAX_WAIT_MS = 5;
 /** Partitions of every topic, for the system and the ceiling alike. */
 const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 32);
 const USAGE =
-  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level] [--profile]';
+  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level] [--profile] [--recovery n] [--lookups]';
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
@@ -74,6 +82,8 @@ function parseArgs(argv: string[]): Options {
     quick: false,
     logLevel: 'warn',
     profile: false,
+    recovery: 0,
+    lookups: false,
   };
   const fail = (problem: string): never => {
     process.stderr.write(`bench: ${problem}\n${USAGE}\n`);
@@ -89,8 +99,9 @@ function parseArgs(argv: string[]): Options {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
     if (!m) fail(`unexpected argument ${JSON.stringify(argv[i])}`);
     const [, name, inline] = m!;
-    if (name === 'quick' || name === 'profile') {
+    if (name === 'quick' || name === 'profile' || name === 'lookups') {
       o[name] = true;
+      explicit.add(name);
       continue;
     }
     const v = inline ?? argv[++i];
@@ -113,6 +124,9 @@ function parseArgs(argv: string[]): Options {
       case 'duration':
         o.durationS = int(name, v, 1, 3600);
         break;
+      case 'recovery':
+        o.recovery = int(name, v, 1, 1_000_000);
+        break;
       case 'log-level':
         if (!['trace', 'debug', 'info', 'warn', 'error'].includes(v ?? '')) fail('--log-level must be trace, debug, info, warn or error');
         o.logLevel = v!;
@@ -120,6 +134,15 @@ function parseArgs(argv: string[]): Options {
       default:
         fail(`unknown option --${name}`);
     }
+  }
+  // The whole matrix (no option narrowing it) also measures recovery and lookups at scale.
+  if (!o.quick && !['protocol', 'participants', 'concurrency', 'transport', 'recovery', 'lookups'].some((k) => explicit.has(k))) {
+    o.recovery = 10_000;
+    o.lookups = true;
+  }
+  // Only --recovery or --lookups: just those.
+  if (!o.quick && (explicit.has('recovery') || explicit.has('lookups')) && !['protocol', 'participants', 'concurrency', 'transport'].some((k) => explicit.has(k))) {
+    o.transports = [];
   }
   if (o.quick) {
     // A small matrix: what is not given explicitly is the headline cell's.
@@ -211,6 +234,33 @@ async function main(): Promise<void> {
         } finally {
           await cluster.stop();
         }
+      }
+    }
+
+    if (o.recovery > 0) {
+      say('');
+      const cluster = await startCluster({ transport: 'kafka', participants: 3, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel, createTopic });
+      try {
+        const r = await measureRecovery(cluster, o.recovery);
+        say(`recovery (kafka, 3 participants): killed with ${r.inFlight} transactions in flight; restarted and ready in ${(r.readyMs / 1000).toFixed(1)} s; ` +
+          `all committed ${r.allCommittedMs === null ? 'not within 120 s' : `in ${(r.allCommittedMs / 1000).toFixed(1)} s`}`);
+      } finally {
+        await cluster.stop();
+      }
+    }
+    if (o.lookups) {
+      say('');
+      const cluster = await startCluster({ transport: 'http', participants: 0, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel, createTopic });
+      try {
+        for (const size of [10_000, 1_000_000]) {
+          const t0 = Date.now();
+          await seedFinished(cluster.coordinatorDatabaseUrl, size);
+          const f = await measureLookups(cluster.coordinatorUrl, cluster.coordinatorDatabaseUrl);
+          say(`lookups with ${f.logged} transactions in the log (seeded in ${((Date.now() - t0) / 1000).toFixed(0)} s): get p50 ${ms(f.getP50)} ms, ` +
+            `list p50 ${ms(f.listP50)} ms, list by state ${ms(f.listByStateP50)} ms, list by participant ${ms(f.listByParticipantP50)} ms`);
+        }
+      } finally {
+        await cluster.stop();
       }
     }
 

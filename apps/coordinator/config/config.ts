@@ -29,6 +29,8 @@ export interface CoordinatorConfig {
   embeddedDataDir: string;
   /** An unfinished transaction older than this is reported as stuck (logs and `stuck` in its REST view). */
   stuckAfterMs: number;
+  /** Finished transactions are deleted from the log this long after they finished; 0 keeps them. */
+  retentionMs: number;
   /** Circuit breakers around the decision log (Postgres) and the Kafka producer. */
   breaker: BreakerSettings;
   /** A decision-log operation taking longer than this fails with 503 and counts against the breaker. */
@@ -82,6 +84,11 @@ const rules = {
   LOG_LEVEL: { schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info', problem: 'must be one of trace, debug, info, warn, error, fatal, silent' },
   TX_EMBEDDED_DATA_DIR: { schema: z.string().min(1), default: '.data/coordinator', problem: 'must be a folder path' },
   TX_STUCK_AFTER_MS: { schema: int(1000, 86_400_000), default: '60000', problem: 'must be an integer between 1000 and 86400000' },
+  TX_RETENTION_MS: {
+    schema: z.coerce.number().int().refine((n) => n === 0 || (n >= 1000 && n <= 31_536_000_000)),
+    default: '604800000',
+    problem: 'must be 0 (keep finished transactions) or an integer between 1000 and 31536000000',
+  },
   TX_BREAKER_ERROR_PERCENT: { schema: int(1, 100), default: '50', problem: 'must be an integer between 1 and 100' },
   TX_BREAKER_VOLUME: { schema: int(1, 10_000), default: '5', problem: 'must be an integer between 1 and 10000' },
   TX_BREAKER_WINDOW_MS: { schema: int(1000, 600_000), default: '10000', problem: 'must be an integer between 1000 and 600000' },
@@ -138,6 +145,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CoordinatorCon
     logLevel: c.LOG_LEVEL,
     embeddedDataDir: c.TX_EMBEDDED_DATA_DIR,
     stuckAfterMs: c.TX_STUCK_AFTER_MS,
+    retentionMs: c.TX_RETENTION_MS,
     breaker: {
       errorThresholdPercentage: c.TX_BREAKER_ERROR_PERCENT,
       volumeThreshold: c.TX_BREAKER_VOLUME,

@@ -109,6 +109,22 @@ export class DecisionLog {
     });
   }
 
+  /**
+   * Deletes up to `limit` transactions (with their participants) that finished before `before`,
+   * oldest first; resolves with how many. Unfinished ones are never touched.
+   */
+  purgeFinished(before: Date, limit: number): Promise<number> {
+    return this.guard(async () => {
+      const rows: { id: string }[] = await this.db.query(
+        `DELETE FROM tx_transaction WHERE id IN (
+           SELECT id FROM tx_transaction WHERE completed_at IS NOT NULL AND completed_at < $1 ORDER BY completed_at LIMIT $2)
+         RETURNING id`,
+        [before, limit],
+      );
+      return rows.length;
+    });
+  }
+
   /** Unfinished transactions by state. */
   countUnfinished(): Promise<Record<string, number>> {
     return this.guard(() => this.countUnfinishedNow());

@@ -7,6 +7,8 @@ import { CoordinatorService } from './coordinator.service';
 import { TRANSPORT } from './tokens';
 
 const PAGE = 500;
+/** Transactions recovered concurrently. */
+const RECOVER_AT_ONCE = 32;
 
 /**
  * running → draining (SIGTERM: readiness 503, no new transactions; the protocol goes on for
@@ -87,10 +89,12 @@ export class LifecycleService implements OnApplicationShutdown {
     let afterId: string | undefined;
     for (;;) {
       const page = await this.log.unfinished(before, PAGE, afterId);
-      for (const tx of page) {
+      // A step resolves once its state is saved (its messages leave in the background), so a few
+      // dozen at a time keep the database busy without flooding the transport.
+      for (let i = 0; i < page.length; i += RECOVER_AT_ONCE) {
         if (this.current === 'stopping') return count;
-        await this.coordinator.recover(tx.id).catch((err) =>
-          this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'));
+        await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx.id).catch((err) =>
+          this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'))));
       }
       count += page.length;
       if (page.length < PAGE) return count;

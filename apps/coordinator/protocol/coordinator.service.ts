@@ -183,10 +183,23 @@ export class CoordinatorService implements OnApplicationShutdown {
     }
   }
 
-  /** Recovers one unfinished transaction found in the log (at start, or by the sweep). */
-  async recover(txId: string): Promise<void> {
-    if (this.holdsTimers(txId)) return;
-    await this.apply(txId, { type: 'recovered' });
+  /**
+   * Recovers one unfinished transaction found in the log (at start, or by the sweep), stepping the
+   * state as it was read there: resending needs no write, so most recoveries cost no round trip.
+   * A stale read is harmless then (a prepare or a durable decision sent again; the timers it sets
+   * step on fresh reads). A step that changes the state (presumed abort past the deadline) goes
+   * through the log on the state as it is now.
+   */
+  async recover(found: TxState): Promise<void> {
+    if (this.holdsTimers(found.id) || this.intakeClosed) return;
+    const r = step(found, { type: 'recovered', now: Date.now() }, this.engine);
+    if (r.error || r.effects.some((e) => e.type === 'persist')) {
+      await this.apply(found.id, { type: 'recovered' });
+      return;
+    }
+    this.metrics.onStep(found, r.state, r.effects, 'recovered');
+    void this.track(this.carryOut(found.id, r, 'recovered'))
+      .catch((err) => this.logger.error({ txId: found.id, err: String(err) }, 'carrying out a recovery failed; the sweep will retry'));
   }
 
   /**

@@ -73,9 +73,11 @@ export class LifecycleService implements OnApplicationShutdown {
   }
 
   async start(): Promise<void> {
-    await this.transport.start((m) => this.coordinator.receive(m));
     const started = Date.now();
-    const count = await this.recoverAll(new Date());
+    // Recovery runs while the consumer joins its group (seconds, when a crashed member's session
+    // has to expire first): its resends need only the producer, and the answers they bring wait
+    // in the topic until the consumer reads them.
+    const [, count] = await Promise.all([this.transport.start((m) => this.coordinator.receive(m)), this.recoverAll(new Date())]);
     if (this.current !== 'running') return; // shut down while recovering: the next start recovers the rest
     this.recovered = true;
     this.logger.info({ transactions: count, ms: Date.now() - started }, 'recovery finished');
@@ -93,7 +95,7 @@ export class LifecycleService implements OnApplicationShutdown {
       // dozen at a time keep the database busy without flooding the transport.
       for (let i = 0; i < page.length; i += RECOVER_AT_ONCE) {
         if (this.current === 'stopping') return count;
-        await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx.id).catch((err) =>
+        await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx).catch((err) =>
           this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'))));
       }
       count += page.length;

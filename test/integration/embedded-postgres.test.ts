@@ -55,7 +55,8 @@ test('queues concurrent locking transactions on its one connection', async () =>
   const bumps = Array.from({ length: 20 }, () =>
     db.transaction(async (em) => {
       const [row] = await em.query('SELECT timeout_ms FROM tx_transaction WHERE id = $1 FOR UPDATE', [id]);
-      await em.query('UPDATE tx_transaction SET timeout_ms = $2 WHERE id = $1', [id, row.timeout_ms + 1]);
+      // A writer beside the log keeps its protocol: every change bumps the version (see DecisionLog).
+      await em.query('UPDATE tx_transaction SET timeout_ms = $2, version = version + 1 WHERE id = $1', [id, row.timeout_ms + 1]);
     }),
   );
   const updates = Array.from({ length: 20 }, () =>

@@ -243,7 +243,7 @@ async function main(): Promise<void> {
       try {
         const r = await measureRecovery(cluster, o.recovery);
         say(`recovery (kafka, 3 participants): killed with ${r.inFlight} transactions in flight; restarted and ready in ${(r.readyMs / 1000).toFixed(1)} s; ` +
-          `all committed ${r.allCommittedMs === null ? 'not within 120 s' : `in ${(r.allCommittedMs / 1000).toFixed(1)} s`}`);
+          `all committed ${r.allCommittedMs === null ? 'not within 120 s' : `in ${(r.allCommittedMs / 1000).toFixed(1)} s`}; coordinator peak rss ${r.peakRssMb.toFixed(0)} MB`);
       } finally {
         await cluster.stop();
       }

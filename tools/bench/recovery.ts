@@ -7,11 +7,14 @@
  */
 import { Client } from 'pg';
 import { Cluster } from './cluster';
+import { ProcessSampler } from './stats';
 
 export interface RecoveryFigures {
   inFlight: number;
   readyMs: number;
   allCommittedMs: number | null;
+  /** The restarted coordinator's peak resident memory while driving them. */
+  peakRssMb: number;
 }
 
 export async function measureRecovery(cluster: Cluster, inFlight: number, finishTimeoutMs = 120_000): Promise<RecoveryFigures> {
@@ -38,6 +41,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
     const started = Date.now();
     await cluster.coordinator.start();
     const readyMs = Date.now() - started;
+    const sampler = new ProcessSampler(cluster.coordinator.pid!);
     let allCommittedMs: number | null = null;
     while (Date.now() - started < finishTimeoutMs) {
       const { n } = (await db.query(`SELECT count(*)::int AS n FROM tx_transaction WHERE id = ANY($1::uuid[]) AND state <> 'committed'`, [ids])).rows[0];
@@ -47,7 +51,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
       }
       await new Promise((r) => setTimeout(r, 250));
     }
-    return { inFlight, readyMs, allCommittedMs };
+    return { inFlight, readyMs, allCommittedMs, peakRssMb: sampler.stop().peakRssMb };
   } finally {
     await db.end();
   }

@@ -1,5 +1,4 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 
 const ROOT = join(__dirname, '..', '..');
@@ -72,17 +71,8 @@ export async function waitForHttp(url: string, timeoutMs = 30_000): Promise<void
   throw new Error(`${url} not ready within ${timeoutMs} ms: ${last}`);
 }
 
-/** A TCP port that was free a moment ago (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+/** A TCP port that was free a moment ago (the OS picks it); the tools' helper, shared. */
+export { freePort } from '../../tools/support/ports';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

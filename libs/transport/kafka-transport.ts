@@ -23,6 +23,7 @@ import {
   topics,
   Topics,
 } from '../protocol';
+import { Batcher } from '../concurrency/batcher';
 import { Breaker, BreakerSettings, breakerSettingsFromEnv } from '../resilience/breaker';
 import { Envelope, MessageHandler, MessageTransport } from './transport';
 
@@ -89,8 +90,8 @@ type Decoded =
   | { index: number; envelope: Envelope; ok: true; message: ProtocolMessage }
   | { index: number; envelope: Envelope; ok: false; error: string; raw: KafkaMessage };
 
-/** One produce request carries at most this many messages, and about this many bytes of values. */
-const MAX_BATCH_MESSAGES = 1000;
+/** One produce request carries at most this many sends, and about this many bytes of values. */
+const MAX_BATCH_SENDS = 1000;
 const MAX_BATCH_BYTES = 512 * 1024;
 
 interface OutgoingMessage {
@@ -99,19 +100,13 @@ interface OutgoingMessage {
   bytes: number;
 }
 
-interface PendingSend {
-  messages: OutgoingMessage[];
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
 /**
  * The protocol over Kafka (CONTRACT section 3), on kafkajs directly: the raw value bytes are needed
  * for HMAC verification and for dead-lettering, which @nestjs/microservices would hide.
  *
  * Sending: every message is keyed by its txId (so one transaction stays on one partition, in
  * order), signed when a secret is set, and routed by type. Concurrent send()s are coalesced into
- * one produce request (see flush); each resolves when the broker has acknowledged every one of
+ * one produce request (see outbox); each resolves when the broker has acknowledged every one of
  * its messages (acks=all). The producer is not
  * idempotent (librdkafka's mock cluster cannot do it) so a retried produce can duplicate a
  * message: receivers are idempotent anyway. Messages for one transaction keep their order as long
@@ -136,9 +131,22 @@ export class KafkaTransport implements MessageTransport {
   private readonly producerBreaker: Breaker | null;
   /** Per "topic|partition" read here: messages after the last fetched batch (see backlog). */
   private readonly lags = new Map<string, number>();
-  /** Sends waiting for the produce request under way (see flush). */
-  private readonly outbox: PendingSend[] = [];
-  private flushing = false;
+  /** The consumer is a member of its group with partitions assigned (see receiving). */
+  private inGroup = false;
+  /**
+   * Coalescing (Nagle for produce requests): with no produce under way a send goes out at once;
+   * sends that come while one is under way wait for it and then go out together in one produce
+   * request. Under load that turns many small requests into few large record batches (one per
+   * partition), at no cost to an idle system. Each caller still resolves only when the broker has
+   * acknowledged its messages; a failed request rejects every send in it. One request at a time,
+   * in order: a transaction's messages keep theirs.
+   */
+  private readonly outbox = new Batcher((sends: OutgoingMessage[][]) => this.produce(sends), {
+    maxInFlight: 1,
+    maxItems: MAX_BATCH_SENDS,
+    weigh: (send) => send.reduce((n, m) => n + m.bytes, 0),
+    maxWeight: MAX_BATCH_BYTES,
+  });
 
   /** Consecutive handler failures per "topic|partition", for the redelivery backoff. */
   private readonly failures = new Map<string, number>();
@@ -207,10 +215,15 @@ export class KafkaTransport implements MessageTransport {
       const { memberId, isLeader, memberAssignment } = e.payload;
       this.logger.info({ groupId, memberId, isLeader, memberAssignment }, 'kafka consumer joined its group');
       this.lags.clear(); // the assignment may have changed: lags are known again after the next fetch
+      this.inGroup = true;
       joinedOnce = true;
       onFirstJoin?.();
     });
+    const leftGroup = () => (this.inGroup = false);
+    consumer.on(consumer.events.REBALANCING, leftGroup);
+    consumer.on(consumer.events.STOP, leftGroup);
     consumer.on(consumer.events.CRASH, (e) => {
+      leftGroup();
       const { error, restart } = e.payload;
       this.logger.error({ groupId, err: error, restart }, 'kafka consumer crashed');
       if (!restart && !joinedOnce) onFatal?.(error);
@@ -264,60 +277,29 @@ export class KafkaTransport implements MessageTransport {
       const topic = isForParticipant(m) ? this.topics.participant(m.participant) : this.topics.coordinator;
       return { topic, message: { key: m.txId, value, headers }, bytes: value.length };
     });
-    return new Promise<void>((resolve, reject) => {
-      this.outbox.push({ messages: outgoing, resolve, reject });
-      if (!this.flushing) void this.flush();
-    });
+    return this.outbox.run(outgoing);
   }
 
-  /**
-   * Coalescing (Nagle for produce requests): with no produce under way a send goes out at once;
-   * sends that come while one is under way wait for it and then go out together in one produce
-   * request, up to MAX_BATCH_MESSAGES / MAX_BATCH_BYTES. Under load that turns many small
-   * requests into few large record batches (one per partition), at no cost to an idle system.
-   * Each caller still resolves only when the broker has acknowledged its messages; a failed
-   * request rejects every send in it. One queue, in order: a transaction's messages keep theirs.
-   */
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.outbox.length > 0) {
-        const batch: PendingSend[] = [];
-        let count = 0;
-        let bytes = 0;
-        while (this.outbox.length > 0) {
-          const next = this.outbox[0];
-          const size = next.messages.reduce((n, m) => n + m.bytes, 0);
-          if (batch.length > 0 && (count + next.messages.length > MAX_BATCH_MESSAGES || bytes + size > MAX_BATCH_BYTES)) break;
-          batch.push(this.outbox.shift()!);
-          count += next.messages.length;
-          bytes += size;
-        }
-        const byTopic = new Map<string, Message[]>();
-        for (const send of batch) {
-          for (const m of send.messages) {
-            const list = byTopic.get(m.topic);
-            if (list) list.push(m.message);
-            else byTopic.set(m.topic, [m.message]);
-          }
-        }
-        const produce = async () => {
-          const producer = await this.connectedProducer();
-          await producer.sendBatch({
-            acks: -1,
-            topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })),
-          });
-        };
-        try {
-          await (this.producerBreaker ? this.producerBreaker.run(produce) : produce());
-          for (const send of batch) send.resolve();
-        } catch (err) {
-          for (const send of batch) send.reject(err);
-        }
+  /** One produce request with the messages of `sends`, grouped by topic (see outbox). */
+  private async produce(sends: OutgoingMessage[][]): Promise<void[]> {
+    const byTopic = new Map<string, Message[]>();
+    for (const send of sends) {
+      for (const m of send) {
+        const list = byTopic.get(m.topic);
+        if (list) list.push(m.message);
+        else byTopic.set(m.topic, [m.message]);
       }
-    } finally {
-      this.flushing = false;
     }
+    const request = async () => {
+      const producer = await this.connectedProducer();
+      await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+    };
+    await (this.producerBreaker ? this.producerBreaker.run(request) : request());
+    return sends.map(() => undefined);
+  }
+
+  receiving(): boolean {
+    return this.inGroup;
   }
 
   backlog(): number {

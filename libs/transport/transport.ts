@@ -38,6 +38,11 @@ export interface MessageTransport {
    * may be among them.
    */
   backlog?(): number;
+  /**
+   * False while this process cannot read its inbox (Kafka: its consumer is out of its group,
+   * joining or rebalancing); answers cannot arrive then, so a resend cannot help. Absent: always.
+   */
+  receiving?(): boolean;
   /** Stops receiving (leaves the consumer group, closes the endpoint) and disconnects. */
   stop(): Promise<void>;
 }

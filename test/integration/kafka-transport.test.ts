@@ -448,3 +448,24 @@ describe('KafkaTransport readiness and an unreachable broker', () => {
     latencies.push({ what: 'consumer receiving again after up', ms: Date.now() - t });
   });
 });
+
+describe('KafkaTransport receiving()', () => {
+  it('is false until the consumer has joined its group, true while in it, false after stop', async () => {
+    const prefix = newPrefix();
+    const transport = new KafkaTransport({
+      brokers: broker.brokers,
+      topicPrefix: prefix,
+      maxWaitTimeInMs: MAX_WAIT_MS,
+      clientId: 'coordinator',
+      groupId: `${prefix}coordinator`,
+      listenTopic: topics(prefix).coordinator,
+    });
+    expect(transport.receiving()).toBe(false);
+    const started = transport.start(async () => undefined);
+    expect(transport.receiving()).toBe(false);
+    await started;
+    expect(transport.receiving()).toBe(true);
+    await transport.stop();
+    expect(transport.receiving()).toBe(false);
+  });
+});

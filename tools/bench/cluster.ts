@@ -11,6 +11,9 @@ import { freePort } from '../support/ports';
 
 export type Transport = 'kafka' | 'http';
 
+/** The coordinator's Node options, as k8s/base/coordinator-deployment.yaml sets them. */
+const COORDINATOR_NODE_OPTIONS = '--max-old-space-size=192';
+
 export interface ClusterSettings {
   transport: Transport;
   participants: number;
@@ -90,6 +93,8 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
       COORDINATOR_URL: coordinatorUrl,
       TX_RATE_LIMIT_PER_MINUTE: '0',
       LOG_LEVEL: s.logLevel,
+      // As deployed (k8s/base): a V8 heap cap that fits the container.
+      NODE_OPTIONS: process.env.BENCH_COORDINATOR_NODE_OPTIONS ?? COORDINATOR_NODE_OPTIONS,
     },
     join(s.logDir, 'coordinator.log'),
     async (p) => {

@@ -239,11 +239,14 @@ async function main(): Promise<void> {
 
     if (o.recovery > 0) {
       say('');
-      const cluster = await startCluster({ transport: 'kafka', participants: 3, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel, createTopic });
+      const cluster = await startCluster({ transport: 'kafka', participants: 3, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel, createTopic, profileDir: o.profile ? join(LOG_DIR, 'profile') : undefined });
       try {
-        const r = await measureRecovery(cluster, o.recovery);
-        say(`recovery (kafka, 3 participants): killed with ${r.inFlight} transactions in flight; restarted and ready in ${(r.readyMs / 1000).toFixed(1)} s; ` +
-          `all committed ${r.allCommittedMs === null ? 'not within 120 s' : `in ${(r.allCommittedMs / 1000).toFixed(1)} s`}; coordinator peak rss ${r.peakRssMb.toFixed(0)} MB`);
+        const r = await measureRecovery(cluster, o.recovery, Number(process.env.BENCH_RECOVERY_WAIT_MS ?? 120_000));
+        const s = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(1)} s`);
+        say(`recovery (kafka, 3 participants): killed with ${r.inFlight} transactions in flight; restarted and ready in ${s(r.readyMs)}, ` +
+          `first vote recorded at ${s(r.firstVoteMs)}, all decided ${r.allDecidedMs === null ? 'not within 120 s' : `in ${s(r.allDecidedMs)}`}; ` +
+          `coordinator peak rss ${r.peakRssMb.toFixed(0)} MB, peak heap in use ${r.peakHeapMb.toFixed(0)} MB`);
+        for (const p of r.progress) say(`  at ${String(p.s).padStart(3)} s: ${p.committed} committed, ${p.aborted} aborted, ${p.votes} votes recorded`);
       } finally {
         await cluster.stop();
       }

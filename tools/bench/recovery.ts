@@ -1,9 +1,10 @@
 /**
  * Recovery speed: the coordinator is killed (-9) with `inFlight` transactions in flight (here:
  * written straight into its log as `preparing`, no votes yet, deadline a minute ahead, as a crash
- * right after the commit requests would leave them), then restarted. Measured: from the restart
+ * right after the commit requests would leave them), then restarted. Measured from the restart:
  * to /health/ready (recovery done: every one of them stepped again and its prepares handed to the
- * transport), and to all of them committed.
+ * transport), to the first vote recorded (answers are being read: the coordinator is driving
+ * them), and to all of them committed; and how many were committed along the way.
  */
 import { Client } from 'pg';
 import { Cluster } from './cluster';
@@ -12,9 +13,15 @@ import { ProcessSampler } from './stats';
 export interface RecoveryFigures {
   inFlight: number;
   readyMs: number;
-  allCommittedMs: number | null;
-  /** The restarted coordinator's peak resident memory while driving them. */
+  /** From the restart to the first vote written to the log after it. */
+  firstVoteMs: number | null;
+  /** From the restart to every one of them decided (committed, or aborted at its deadline). */
+  allDecidedMs: number | null;
+  /** Every 10 s from the restart: how many had committed, aborted, and votes recorded by then. */
+  progress: { s: number; committed: number; aborted: number; votes: number }[];
+  /** The restarted coordinator's peak resident memory while driving them, and its peak JS heap in use. */
   peakRssMb: number;
+  peakHeapMb: number;
 }
 
 export async function measureRecovery(cluster: Cluster, inFlight: number, finishTimeoutMs = 120_000): Promise<RecoveryFigures> {
@@ -39,20 +46,47 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
       );
     }
     const started = Date.now();
-    await cluster.coordinator.start();
-    const readyMs = Date.now() - started;
+    const restart = cluster.coordinator.start();
+    // start() has spawned the process: sampled from now, so memory during start-up recovery counts.
     const sampler = new ProcessSampler(cluster.coordinator.pid!);
-    let allCommittedMs: number | null = null;
-    while (Date.now() - started < finishTimeoutMs) {
-      const { n } = (await db.query(`SELECT count(*)::int AS n FROM tx_transaction WHERE id = ANY($1::uuid[]) AND state <> 'committed'`, [ids])).rows[0];
-      if (n === 0) {
-        allCommittedMs = Date.now() - started;
-        break;
+    let peakHeap = 0;
+    const heapTimer = setInterval(() => {
+      void heapUsedBytes(cluster.coordinatorUrl).then((b) => (peakHeap = Math.max(peakHeap, b)), () => undefined);
+    }, 500);
+    await restart;
+    const readyMs = Date.now() - started;
+    let firstVoteMs: number | null = null;
+    let allDecidedMs: number | null = null;
+    const progress: RecoveryFigures['progress'] = [];
+    try {
+      while (Date.now() - started < finishTimeoutMs) {
+        const { votes, committed, aborted } = (await db.query(
+          `SELECT (SELECT count(*)::int FROM tx_participant WHERE tx_id = ANY($1::uuid[]) AND vote IS NOT NULL) AS votes,
+                  (SELECT count(*)::int FROM tx_transaction WHERE id = ANY($1::uuid[]) AND outcome = 'commit') AS committed,
+                  (SELECT count(*)::int FROM tx_transaction WHERE id = ANY($1::uuid[]) AND outcome = 'abort') AS aborted`,
+          [ids],
+        )).rows[0];
+        const elapsed = Date.now() - started;
+        if (firstVoteMs === null && votes > 0) firstVoteMs = elapsed;
+        if (elapsed >= (progress.length + 1) * 10_000) progress.push({ s: (progress.length + 1) * 10, committed, aborted, votes });
+        if (committed + aborted === inFlight) {
+          allDecidedMs = elapsed;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 250));
       }
-      await new Promise((r) => setTimeout(r, 250));
+    } finally {
+      clearInterval(heapTimer);
     }
-    return { inFlight, readyMs, allCommittedMs, peakRssMb: sampler.stop().peakRssMb };
+    return { inFlight, readyMs, firstVoteMs, allDecidedMs, progress, peakRssMb: sampler.stop().peakRssMb, peakHeapMb: peakHeap / 1e6 };
   } finally {
     await db.end();
   }
+}
+
+/** The coordinator's JS heap in use, from its Prometheus metrics. */
+async function heapUsedBytes(coordinatorUrl: string): Promise<number> {
+  const text = await (await fetch(`${coordinatorUrl}/metrics`)).text();
+  const m = /^txcoord_nodejs_heap_size_used_bytes (\S+)$/m.exec(text);
+  return m ? Number(m[1]) : 0;
 }

@@ -17,7 +17,8 @@ function recording(base: Record<string, string>, seen: Set<string>): NodeJS.Proc
 
 /** Every variable the coordinator's configuration reads (it reads all of them on every start). */
 export function coordinatorVariables(): Set<string> {
-  const seen = new Set<string>();
+  // NODE_OPTIONS is read by node itself (the manifests set a V8 heap cap with it).
+  const seen = new Set<string>(['NODE_OPTIONS']);
   loadCoordinatorConfig(recording({}, seen));
   return seen;
 }

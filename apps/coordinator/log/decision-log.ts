@@ -1,11 +1,12 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
-import { KeyedQueue } from '../../../libs/concurrency/keyed-queue';
 import { PinoLogger } from 'nestjs-pino';
-import { DataSource, In } from 'typeorm';
+import { DataSource, SelectQueryBuilder } from 'typeorm';
+import { Batcher } from '../../../libs/concurrency/batcher';
+import { KeyedQueue } from '../../../libs/concurrency/keyed-queue';
 import { ParticipantState, TxPhase, TxState } from '../../../libs/engine';
 import { Breaker } from '../../../libs/resilience/breaker';
 import { CONFIG, CoordinatorConfig } from '../config/config';
-import { ParticipantRow, TransactionRow } from './entities';
+import { TransactionRow } from './entities';
 import { isStoreUnavailable, LOG_STORE_BREAKER } from './store-errors';
 
 export interface ListQuery {
@@ -24,8 +25,35 @@ export interface IdempotencyKey {
 
 export type InsertResult = { created: true; state: TxState } | { created: false; state: TxState; sameRequest: boolean };
 
-const UNIQUE_VIOLATION = '23505';
+/** A saved transaction and the version its row has (see update). */
+interface Versioned {
+  state: TxState;
+  version: number;
+}
 
+interface Save {
+  before: TxState;
+  next: TxState;
+  version: number;
+}
+
+interface Insert {
+  state: TxState;
+  idempotency?: IdempotencyKey;
+}
+
+/** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
+const MAX_STEP_ATTEMPTS = 20;
+
+/**
+ * Group commit: reads, saves and inserts of many transactions share one statement each. With
+ * fewer than this many statements of a kind under way one goes out at once (no delay when idle);
+ * the rest wait and go out together.
+ */
+const STATEMENTS_IN_FLIGHT = 2;
+const TRANSACTIONS_PER_STATEMENT = 256;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * The durable decision log in Postgres. Every change to a transaction happens in `update`: read
@@ -35,9 +63,11 @@ const UNIQUE_VIOLATION = '23505';
  * and the change (the decision) is committed before the caller sends anything. Within this
  * process, steps of one transaction also wait for each other, so they do not race at all.
  *
- * The hot path is raw SQL, one round trip each: a read is one query (the transaction and its
- * participants as JSON), a save is one statement (the transaction row and the changed participant
- * rows), a begin is one statement. TypeORM stays for migrations and the listing queries.
+ * Every statement is raw SQL, and the reads, saves and inserts of concurrent steps are grouped
+ * (group commit): one statement reads many transactions with their participants as JSON, one saves
+ * many steps (each still only if its version holds), one inserts many new transactions. Each
+ * caller resolves when the statement holding its change has committed. TypeORM stays for
+ * migrations and for building the listing queries.
  */
 @Injectable()
 export class DecisionLog {
@@ -50,6 +80,9 @@ export class DecisionLog {
   private readonly breaker: Breaker | null;
   /** Steps of one transaction in this process, one at a time. */
   private readonly steps = new KeyedQueue();
+  private readonly reads = new Batcher((ids: string[]) => this.readMany(ids), GROUP);
+  private readonly saves = new Batcher((items: Save[]) => this.saveMany(items), GROUP);
+  private readonly inserts = new Batcher((items: Insert[]) => this.insertMany(items), GROUP);
 
   constructor(
     private readonly db: DataSource,
@@ -74,12 +107,12 @@ export class DecisionLog {
   }
 
   get(id: string): Promise<TxState | null> {
-    return this.guard(() => this.getNow(id));
+    return this.guard(async () => (await this.read(id))?.state ?? null);
   }
 
   /**
-   * Locks the transaction, hands its state to `change`, and saves what it returns before commit.
-   * Resolves with null when the transaction does not exist.
+   * Reads the transaction, hands its state to `change`, and saves what it returns (if anything)
+   * before resolving. Resolves with null when the transaction does not exist.
    */
   update<T>(id: string, change: (state: TxState) => { next: TxState | null; result: T }): Promise<{ result: T } | null> {
     return this.guard(() => this.updateNow(id, change));
@@ -91,7 +124,12 @@ export class DecisionLog {
 
   /** Unfinished transactions not touched since `before`, in id order from `afterId`: recovery and sweep. */
   unfinished(before: Date, limit: number, afterId?: string): Promise<TxState[]> {
-    return this.guard(() => this.unfinishedNow(before, limit, afterId));
+    return this.guard(() => {
+      const qb = this.transactions().where('t.completedAt IS NULL').andWhere('t.updatedAt < :before', { before })
+        .orderBy('t.id', 'ASC').limit(limit);
+      if (afterId) qb.andWhere('t.id > :afterId', { afterId });
+      return this.loadInOrder(qb);
+    });
   }
 
   /**
@@ -100,12 +138,12 @@ export class DecisionLog {
    */
   stuck(createdBefore: Date, now: Date, limit: number): Promise<{ items: TxState[]; total: number }> {
     return this.guard(async () => {
-      const qb = this.db.getRepository(TransactionRow).createQueryBuilder('t')
+      const qb = this.transactions()
         .where('t.completedAt IS NULL').andWhere('t.createdAt < :createdBefore', { createdBefore })
         .andWhere("NOT (t.state = 'active' AND t.deadline > :now)", { now })
         .orderBy('t.createdAt', 'ASC');
-      const [rows, total] = await qb.take(limit).getManyAndCount();
-      return { items: await this.loadMany(rows), total };
+      const total = await qb.clone().getCount();
+      return { items: await this.loadInOrder(qb.limit(limit)), total };
     });
   }
 
@@ -127,37 +165,34 @@ export class DecisionLog {
 
   /** Unfinished transactions by state. */
   countUnfinished(): Promise<Record<string, number>> {
-    return this.guard(() => this.countUnfinishedNow());
+    return this.guard(async () => {
+      const rows: { state: string; n: string }[] = await this.db.query(
+        'SELECT state, count(*) AS n FROM tx_transaction WHERE completed_at IS NULL GROUP BY state');
+      return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
+    });
   }
 
   ping(): Promise<void> {
-    return this.guard(() => this.pingNow());
+    return this.guard(async () => {
+      await this.db.query('SELECT 1');
+    });
   }
 
   private async insertNow(state: TxState, idempotency?: IdempotencyKey): Promise<InsertResult> {
-    try {
-      await this.db.query(INSERT_TX, [
-        state.id, state.protocol, state.phase, state.outcome, state.reason, state.timeoutMs, state.metadata,
-        new Date(state.createdAt), new Date(state.deadline), toDate(state.decidedAt), toDate(state.completedAt), new Date(),
-        idempotency?.key ?? null, idempotency?.hash ?? null, participantsJson(state.participants.map((p, i) => ({ p, i }))),
-      ]);
-      return { created: true, state };
-    } catch (err) {
-      if (!idempotency || (err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
-      const row = await this.db.getRepository(TransactionRow).findOneBy({ idempotencyKey: idempotency.key });
-      const existing = row && (await this.read(row.id));
-      if (!row || !existing) throw err;
-      return { created: false, state: existing.state, sameRequest: row.requestHash === idempotency.hash };
-    }
+    if (await this.inserts.run({ state, idempotency })) return { created: true, state };
+    // Not inserted: another request with the same Idempotency-Key came first.
+    const rows: { id: string; request_hash: string }[] = idempotency
+      ? await this.db.query('SELECT id, request_hash FROM tx_transaction WHERE idempotency_key = $1', [idempotency.key])
+      : [];
+    const existing = rows.length ? await this.read(rows[0].id) : null;
+    if (!existing) throw new Error(`transaction ${state.id} was not inserted and no transaction holds its idempotency key`);
+    return { created: false, state: existing.state, sameRequest: rows[0].request_hash === idempotency!.hash };
   }
 
-  private async getNow(id: string): Promise<TxState | null> {
-    return (await this.read(id))?.state ?? null;
-  }
-
-  private async read(id: string): Promise<{ state: TxState; version: number } | null> {
-    const rows: RawTx[] = await this.db.query(SELECT_TX, [id]);
-    return rows.length ? fromRaw(rows[0]) : null;
+  private async read(id: string): Promise<Versioned | null> {
+    // Not a transaction id: not in the log (and it must not fail the statement it would share).
+    if (!UUID.test(id)) return null;
+    return (await this.reads.run(id)) ?? null;
   }
 
   private updateNow<T>(id: string, change: (state: TxState) => { next: TxState | null; result: T }): Promise<{ result: T } | null> {
@@ -166,110 +201,125 @@ export class DecisionLog {
         const current = await this.read(id);
         if (!current) return null;
         const { next, result } = change(current.state);
-        if (!next || (await this.saveIfUnchanged(current.state, next, current.version))) return { result };
+        if (!next || (await this.saves.run({ before: current.state, next, version: current.version }))) return { result };
         // Another replica changed it since the read: step again on what it wrote.
         if (attempt >= MAX_STEP_ATTEMPTS) throw new Error(`transaction ${id} changed concurrently ${attempt} times in a row; giving up this step`);
       }
     });
   }
 
-  /** Saves `next` if the row still has `version`; false when someone else changed it first. */
-  private async saveIfUnchanged(before: TxState, next: TxState, version: number): Promise<boolean> {
-    const old = new Map(before.participants.map((p) => [p.name, p]));
-    const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
-    const rows: { n: number }[] = await this.db.query(SAVE_TX, [
-      next.id, version, next.protocol, next.phase, next.outcome, next.reason, next.timeoutMs, next.metadata,
-      new Date(next.createdAt), new Date(next.deadline), toDate(next.decidedAt), toDate(next.completedAt), new Date(),
-      participantsJson(changed),
-    ]);
-    return rows[0].n === 1;
-  }
-
-  private async listNow(q: ListQuery): Promise<TxState[]> {
-    const qb = this.db.getRepository(TransactionRow).createQueryBuilder('t')
-      .orderBy('t.createdAt', 'DESC').addOrderBy('t.id', 'DESC').limit(q.limit);
+  private listNow(q: ListQuery): Promise<TxState[]> {
+    const qb = this.transactions().orderBy('t.createdAt', 'DESC').addOrderBy('t.id', 'DESC').limit(q.limit);
     if (q.state) qb.andWhere('t.state = :state', { state: q.state });
     if (q.participant) {
       qb.andWhere('EXISTS (SELECT 1 FROM tx_participant p WHERE p.tx_id = t.id AND p.name = :participant)', { participant: q.participant });
     }
     if (q.after) qb.andWhere('(t.createdAt, t.id) < (:afterAt, :afterId)', { afterAt: new Date(q.after.createdAt), afterId: q.after.id });
-    return this.loadMany(await qb.getMany());
+    return this.loadInOrder(qb);
   }
 
-  private async unfinishedNow(before: Date, limit: number, afterId?: string): Promise<TxState[]> {
-    const qb = this.db.getRepository(TransactionRow).createQueryBuilder('t')
-      .where('t.completedAt IS NULL').andWhere('t.updatedAt < :before', { before })
-      .orderBy('t.id', 'ASC').limit(limit);
-    if (afterId) qb.andWhere('t.id > :afterId', { afterId });
-    return this.loadMany(await qb.getMany());
+  private transactions(): SelectQueryBuilder<TransactionRow> {
+    return this.db.getRepository(TransactionRow).createQueryBuilder('t').select('t.id', 'id');
   }
 
-  private async countUnfinishedNow(): Promise<Record<string, number>> {
-    const rows: { state: string; n: string }[] = await this.db.query(
-      'SELECT state, count(*) AS n FROM tx_transaction WHERE completed_at IS NULL GROUP BY state');
-    return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
+  /** The transactions a listing query selects (ids only), read whole in one statement, in its order. */
+  private async loadInOrder(qb: SelectQueryBuilder<TransactionRow>): Promise<TxState[]> {
+    const ids = (await qb.getRawMany<{ id: string }>()).map((r) => r.id);
+    if (ids.length === 0) return [];
+    return (await this.readMany(ids)).flatMap((v) => (v ? [v.state] : []));
   }
 
-  private async pingNow(): Promise<void> {
-    await this.db.query('SELECT 1');
+  /** Each id's transaction (undefined when there is none), in the order of `ids`. */
+  private async readMany(ids: string[]): Promise<(Versioned | undefined)[]> {
+    const rows: RawTx[] = await this.db.query(SELECT_TXS, [ids]);
+    const byId = new Map(rows.map((r) => [r.id, fromRaw(r)]));
+    return ids.map((id) => byId.get(id));
   }
 
-  private async loadMany(rows: TransactionRow[]): Promise<TxState[]> {
-    if (rows.length === 0) return [];
-    const all = await this.db.getRepository(ParticipantRow).find({
-      where: { txId: In(rows.map((r) => r.id)) },
-      order: { position: 'ASC' },
-    });
-    const byTx = new Map<string, ParticipantRow[]>();
-    for (const p of all) byTx.set(p.txId, [...(byTx.get(p.txId) ?? []), p]);
-    return rows.map((r) => fromRows(r, byTx.get(r.id) ?? []));
+  /** Per save, whether it applied (false: the row had another version, someone else stepped it first). */
+  private async saveMany(items: Save[]): Promise<boolean[]> {
+    const now = new Date().toISOString();
+    const rows: { id: string }[] = await this.db.query(SAVE_TXS, [JSON.stringify(items.map(({ before, next, version }) => {
+      const old = new Map(before.participants.map((p) => [p.name, p]));
+      const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
+      return { ...txRecord(next, now), version, participants: changed.map(participantRecord) };
+    }))]);
+    const saved = new Set(rows.map((r) => r.id));
+    return items.map((s) => saved.has(s.next.id));
+  }
+
+  /** Per insert, whether it was inserted (false: its idempotency key was taken). */
+  private async insertMany(items: Insert[]): Promise<boolean[]> {
+    const now = new Date().toISOString();
+    const rows: { id: string }[] = await this.db.query(INSERT_TXS, [JSON.stringify(items.map(({ state, idempotency }) => ({
+      ...txRecord(state, now),
+      idempotency_key: idempotency?.key ?? null,
+      request_hash: idempotency?.hash ?? null,
+      participants: state.participants.map((p, i) => participantRecord({ p, i })),
+    })))]);
+    const inserted = new Set(rows.map((r) => r.id));
+    return items.map((i) => inserted.has(i.state.id));
   }
 }
 
-/** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
-const MAX_STEP_ATTEMPTS = 20;
+const GROUP = { maxInFlight: STATEMENTS_IN_FLIGHT, maxItems: TRANSACTIONS_PER_STATEMENT };
 
 const PARTICIPANT_JSON = `json_build_object('name', p.name, 'payload', p.payload, 'url', p.url, 'vote', p.vote,
   'voteReason', p.vote_reason, 'preCommitted', p.pre_committed, 'acked', p.acked)`;
 
-/** One transaction with its participants in enlistment order: one round trip. */
-const SELECT_TX = `
+/** Transactions ($1, ids) with their participants in enlistment order: one round trip. */
+const SELECT_TXS = `
   SELECT t.id, t.protocol, t.state, t.outcome, t.reason, t.timeout_ms, t.metadata, t.created_at, t.deadline,
          t.decided_at, t.completed_at, t.version,
          COALESCE((SELECT json_agg(${PARTICIPANT_JSON} ORDER BY p.position) FROM tx_participant p WHERE p.tx_id = t.id), '[]'::json) AS participants
-    FROM tx_transaction t WHERE t.id = $1`;
+    FROM tx_transaction t WHERE t.id = ANY($1::uuid[])`;
 
-const PARTICIPANT_RECORDS = `jsonb_to_recordset($15::jsonb) AS x(name text, position integer, payload jsonb, url text, vote text,
-  vote_reason text, pre_committed boolean, acked boolean)`;
+/** The columns of a transaction record in the statements' JSON ($1). */
+const TX_RECORDS = `jsonb_to_recordset($1::jsonb) AS x(id uuid, version integer, protocol text, state text, outcome text,
+  reason text, timeout_ms integer, metadata jsonb, created_at timestamptz, deadline timestamptz, decided_at timestamptz,
+  completed_at timestamptz, updated_at timestamptz, idempotency_key text, request_hash text, participants jsonb)`;
 
-/** A new transaction and its participants: one statement, so all of it or nothing. */
-const INSERT_TX = `
-  WITH t AS (
-    INSERT INTO tx_transaction (id, protocol, state, outcome, reason, timeout_ms, metadata, created_at, deadline,
-                                decided_at, completed_at, updated_at, idempotency_key, request_hash)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id)
-  INSERT INTO tx_participant (tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked)
-  SELECT (SELECT id FROM t), x.name, x.position, COALESCE(x.payload, '{}'), x.url, x.vote, x.vote_reason, x.pre_committed, x.acked
-    FROM ${PARTICIPANT_RECORDS}`;
+const PARTICIPANT_RECORDS = `jsonb_to_recordset(x.participants) AS r(name text, position integer, payload jsonb, url text,
+  vote text, vote_reason text, pre_committed boolean, acked boolean)`;
+
+const PARTICIPANT_COLUMNS = 'tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked';
+const PARTICIPANT_VALUES = `x.id, r.name, r.position, COALESCE(r.payload, '{}'), r.url, r.vote, r.vote_reason, r.pre_committed, r.acked`;
 
 /**
- * A step's new state, if the row still has the version the step read ($2): the transaction row and
- * the changed (or newly enlisted) participants in one statement. The participants' write depends
- * on the row's: with another version, nothing is written and no row comes back.
+ * New transactions and their participants: one statement, so each whole or not at all. One whose
+ * idempotency key is taken is skipped (and does not come back); the caller looks up the holder.
  */
-const SAVE_TX = `
-  WITH t AS (
-    UPDATE tx_transaction SET protocol = $3, state = $4, outcome = $5, reason = $6, timeout_ms = $7, metadata = $8,
-           created_at = $9, deadline = $10, decided_at = $11, completed_at = $12, updated_at = $13, version = version + 1
-     WHERE id = $1 AND version = $2 RETURNING id),
+const INSERT_TXS = `
+  WITH x AS (SELECT * FROM ${TX_RECORDS}),
+  t AS (
+    INSERT INTO tx_transaction (id, protocol, state, outcome, reason, timeout_ms, metadata, created_at, deadline,
+                                decided_at, completed_at, updated_at, idempotency_key, request_hash)
+    SELECT id, protocol, state, outcome, reason, timeout_ms, metadata, created_at, deadline,
+           decided_at, completed_at, updated_at, idempotency_key, request_hash FROM x
+    ON CONFLICT DO NOTHING RETURNING id),
   p AS (
-    INSERT INTO tx_participant (tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked)
-    SELECT (SELECT id FROM t), x.name, x.position, COALESCE(x.payload, '{}'), x.url, x.vote, x.vote_reason, x.pre_committed, x.acked
-      FROM ${PARTICIPANT_RECORDS.replace('$15', '$14')}
-     WHERE EXISTS (SELECT 1 FROM t)
+    INSERT INTO tx_participant (${PARTICIPANT_COLUMNS})
+    SELECT ${PARTICIPANT_VALUES} FROM x JOIN t ON t.id = x.id, ${PARTICIPANT_RECORDS})
+  SELECT id FROM t`;
+
+/**
+ * Steps' new states, each only if its row still has the version the step read: the transaction
+ * rows and the changed (or newly enlisted) participants in one statement. The participants' writes
+ * depend on their row's: a transaction with another version is not written and does not come back.
+ */
+const SAVE_TXS = `
+  WITH x AS (SELECT * FROM ${TX_RECORDS}),
+  t AS (
+    UPDATE tx_transaction tx SET protocol = x.protocol, state = x.state, outcome = x.outcome, reason = x.reason,
+           timeout_ms = x.timeout_ms, metadata = x.metadata, created_at = x.created_at, deadline = x.deadline,
+           decided_at = x.decided_at, completed_at = x.completed_at, updated_at = x.updated_at, version = tx.version + 1
+      FROM x WHERE tx.id = x.id AND tx.version = x.version RETURNING tx.id),
+  p AS (
+    INSERT INTO tx_participant (${PARTICIPANT_COLUMNS})
+    SELECT ${PARTICIPANT_VALUES} FROM x JOIN t ON t.id = x.id, ${PARTICIPANT_RECORDS}
     ON CONFLICT (tx_id, name) DO UPDATE SET position = EXCLUDED.position, payload = EXCLUDED.payload, url = EXCLUDED.url,
        vote = EXCLUDED.vote, vote_reason = EXCLUDED.vote_reason, pre_committed = EXCLUDED.pre_committed, acked = EXCLUDED.acked)
-  SELECT count(*)::int AS n FROM t`;
+  SELECT id FROM t`;
 
 interface RawTx {
   id: string;
@@ -287,7 +337,7 @@ interface RawTx {
   participants: ParticipantState[];
 }
 
-function fromRaw(r: RawTx): { state: TxState; version: number } {
+function fromRaw(r: RawTx): Versioned {
   return {
     version: r.version,
     state: {
@@ -309,35 +359,24 @@ function fromRaw(r: RawTx): { state: TxState; version: number } {
   };
 }
 
-const toDate = (ms: number | null) => (ms === null ? null : new Date(ms));
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-function participantsJson(ps: { p: ParticipantState; i: number }[]): string {
-  return JSON.stringify(ps.map(({ p, i }) => ({
+/** A transaction as a record of TX_RECORDS (without version and participants). */
+function txRecord(s: TxState, updatedAt: string) {
+  return {
+    id: s.id, protocol: s.protocol, state: s.phase, outcome: s.outcome, reason: s.reason, timeout_ms: s.timeoutMs,
+    metadata: s.metadata, created_at: iso(s.createdAt), deadline: iso(s.deadline), decided_at: iso(s.decidedAt),
+    completed_at: iso(s.completedAt), updated_at: updatedAt,
+  };
+}
+
+function participantRecord({ p, i }: { p: ParticipantState; i: number }) {
+  return {
     name: p.name, position: i, payload: p.payload, url: p.url, vote: p.vote, vote_reason: p.voteReason, pre_committed: p.preCommitted, acked: p.acked,
-  })));
+  };
 }
 
 function sameParticipant(a: ParticipantState | undefined, b: ParticipantState): boolean {
   return !!a && a.vote === b.vote && a.voteReason === b.voteReason && a.preCommitted === b.preCommitted && a.acked === b.acked &&
     a.url === b.url && JSON.stringify(a.payload) === JSON.stringify(b.payload);
-}
-
-function fromRows(r: TransactionRow, ps: ParticipantRow[]): TxState {
-  return {
-    id: r.id,
-    protocol: r.protocol as TxState['protocol'],
-    phase: r.state as TxPhase,
-    outcome: r.outcome as TxState['outcome'],
-    reason: r.reason,
-    timeoutMs: r.timeoutMs,
-    metadata: r.metadata,
-    createdAt: r.createdAt.getTime(),
-    deadline: r.deadline.getTime(),
-    decidedAt: r.decidedAt?.getTime() ?? null,
-    completedAt: r.completedAt?.getTime() ?? null,
-    participants: ps.map((p) => ({
-      name: p.name, payload: p.payload, url: p.url, vote: p.vote as ParticipantState['vote'], voteReason: p.voteReason,
-      preCommitted: p.preCommitted, acked: p.acked,
-    })),
-  };
 }

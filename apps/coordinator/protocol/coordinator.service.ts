@@ -8,6 +8,7 @@ import { CONFIG, CoordinatorConfig } from '../config/config';
 import { DecisionLog, IdempotencyKey, InsertResult } from '../log/decision-log';
 import { MetricsService } from '../metrics/metrics.service';
 import { CoordinatorCrashHooks } from './crash-hooks';
+import { ResendBudget } from './resend-budget';
 import { TxTimers } from './timers';
 import { TRANSPORT } from './tokens';
 
@@ -38,6 +39,8 @@ export class CoordinatorService implements OnApplicationShutdown {
   private intakeClosed = false;
   /** Per transaction, resends put off in a row because the inbox had a backlog (see postponeResend). */
   private readonly postponed = new Map<string, number>();
+  /** Resends per second, following the answers per second (see postponeResend). */
+  private readonly resendBudget = new ResendBudget();
 
   constructor(
     private readonly log: DecisionLog,
@@ -153,6 +156,7 @@ export class CoordinatorService implements OnApplicationShutdown {
     // Not handled: Kafka delivers it again (to whoever has the partition next), HTTP senders resend.
     if (this.intakeClosed) throw new Error('coordinator shutting down: message left for redelivery');
     this.metrics.onReceived(m.type);
+    this.resendBudget.onReceived();
     const log = { txId: m.txId, participant: m.participant, type: m.type };
     switch (m.type) {
       case 'vote': {
@@ -189,8 +193,12 @@ export class CoordinatorService implements OnApplicationShutdown {
    * A stale read is harmless then (a prepare or a durable decision sent again; the timers it sets
    * step on fresh reads). A step that changes the state (presumed abort past the deadline) goes
    * through the log on the state as it is now.
+   *
+   * With `sendAfter`, its messages and timers wait for that promise: start-up recovery reads and
+   * steps every transaction first, without the event loop busy encoding the sends of those read
+   * before, and then lets them go.
    */
-  async recover(found: TxState): Promise<void> {
+  async recover(found: TxState, sendAfter?: Promise<void>): Promise<void> {
     if (this.holdsTimers(found.id) || this.intakeClosed) return;
     const r = step(found, { type: 'recovered', now: Date.now() }, this.engine);
     if (r.error || r.effects.some((e) => e.type === 'persist')) {
@@ -198,7 +206,13 @@ export class CoordinatorService implements OnApplicationShutdown {
       return;
     }
     this.metrics.onStep(found, r.state, r.effects, 'recovered');
-    void this.track(this.carryOut(found.id, r, 'recovered'))
+    // Marks the transaction as driven here (holdsTimers) until its held step is carried out.
+    this.stepSeq.set(found.id, ++this.stepCounter);
+    const carry = async () => {
+      this.stepSeq.delete(found.id);
+      if (!this.intakeClosed) await this.carryOut(found.id, r, 'recovered');
+    };
+    void this.track(sendAfter ? sendAfter.then(carry) : carry())
       .catch((err) => this.logger.error({ txId: found.id, err: String(err) }, 'carrying out a recovery failed; the sweep will retry'));
   }
 
@@ -207,15 +221,29 @@ export class CoordinatorService implements OnApplicationShutdown {
    * resend would ask for are then often already in it. Resending anyway multiplies the load that
    * made them late (every duplicate is answered again), and the system collapses into resends. So
    * a resend waits one more interval while there is a backlog, at most MAX_POSTPONED times in a row:
-   * a message really lost is still resent, only later.
+   * a message really lost is still resent, only later. Beyond that, resends of all transactions
+   * together keep within a budget that follows the rate of answers (ResendBudget), so they never
+   * outgrow the traffic that is getting through. While the inbox cannot be read at all (the
+   * Kafka consumer joining its group, as after a restart, or rebalancing), every resend waits: no
+   * answer could be read, and after a crash with thousands in flight the resends would bury the
+   * first sends of recovery.
    */
   private postponeResend(txId: string): boolean {
-    if (!(this.transport.backlog?.() ?? 0)) return false;
+    if (this.transport.receiving?.() === false) {
+      this.metrics.onResendPostponed();
+      return true;
+    }
     const n = this.postponed.get(txId) ?? 0;
-    if (n >= MAX_POSTPONED) return false;
-    this.postponed.set(txId, n + 1);
-    this.metrics.onResendPostponed();
-    return true;
+    if ((this.transport.backlog?.() ?? 0) > 0 && n < MAX_POSTPONED) {
+      this.postponed.set(txId, n + 1);
+      this.metrics.onResendPostponed();
+      return true;
+    }
+    if (!this.resendBudget.take()) {
+      this.metrics.onResendPostponed();
+      return true;
+    }
+    return false;
   }
 
   holdsTimers(txId: string): boolean {

@@ -9,6 +9,8 @@ import { TRANSPORT } from './tokens';
 const PAGE = 500;
 /** Transactions recovered concurrently. */
 const RECOVER_AT_ONCE = 32;
+/** Start-up recovery lets the held sends go after this many transactions at most (bounds memory). */
+const HOLD_AT_MOST = 10_000;
 
 /**
  * running → draining (SIGTERM: readiness 503, no new transactions; the protocol goes on for
@@ -77,7 +79,7 @@ export class LifecycleService implements OnApplicationShutdown {
     // Recovery runs while the consumer joins its group (seconds, when a crashed member's session
     // has to expire first): its resends need only the producer, and the answers they bring wait
     // in the topic until the consumer reads them.
-    const [, count] = await Promise.all([this.transport.start((m) => this.coordinator.receive(m)), this.recoverAll(new Date())]);
+    const [, count] = await Promise.all([this.transport.start((m) => this.coordinator.receive(m)), this.recoverAll(new Date(), true)]);
     if (this.current !== 'running') return; // shut down while recovering: the next start recovers the rest
     this.recovered = true;
     this.logger.info({ transactions: count, ms: Date.now() - started }, 'recovery finished');
@@ -85,22 +87,41 @@ export class LifecycleService implements OnApplicationShutdown {
     this.sweeper.unref();
   }
 
-  /** Recovery: every unfinished transaction gets a `recovered` event (resend, or presumed abort). */
-  private async recoverAll(before: Date): Promise<number> {
+  /**
+   * Recovery: every unfinished transaction gets a `recovered` event (resend, or presumed abort).
+   * With `holdSends` (start-up), the messages of the transactions read wait until all are read (or
+   * HOLD_AT_MOST of them): reading and stepping thousands is quick, encoding their sends is not,
+   * and doing both at once made each page wait for the sends of the one before.
+   */
+  private async recoverAll(before: Date, holdSends = false): Promise<number> {
     let count = 0;
+    let held = 0;
     let afterId: string | undefined;
-    for (;;) {
-      const page = await this.log.unfinished(before, PAGE, afterId);
-      // A step resolves once its state is saved (its messages leave in the background), so a few
-      // dozen at a time keep the database busy without flooding the transport.
-      for (let i = 0; i < page.length; i += RECOVER_AT_ONCE) {
-        if (this.current === 'stopping') return count;
-        await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx).catch((err) =>
-          this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'))));
+    let release = () => {};
+    const hold = () => (holdSends ? new Promise<void>((resolve) => (release = resolve)) : undefined);
+    let gate = hold();
+    try {
+      for (;;) {
+        const page = await this.log.unfinished(before, PAGE, afterId);
+        // A step resolves once its state is saved (its messages leave in the background), so a few
+        // dozen at a time keep the database busy without flooding the transport.
+        for (let i = 0; i < page.length; i += RECOVER_AT_ONCE) {
+          if (this.current === 'stopping') return count;
+          await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx, gate).catch((err) =>
+            this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'))));
+        }
+        count += page.length;
+        held += page.length;
+        if (page.length < PAGE) return count;
+        if (held >= HOLD_AT_MOST) {
+          release();
+          gate = hold();
+          held = 0;
+        }
+        afterId = page[page.length - 1].id;
       }
-      count += page.length;
-      if (page.length < PAGE) return count;
-      afterId = page[page.length - 1].id;
+    } finally {
+      release();
     }
   }
 

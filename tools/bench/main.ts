@@ -17,6 +17,8 @@
  *
  * Last line: `bench: tps=N p50=X ms floor=Y ms latency_ratio=R ceiling_ratio=Q rss=M MB`
  * (2pc, 3 participants, kafka: tps, ceiling and rss at concurrency 64, latency at concurrency 1).
+ * The coordinator runs with the Node options k8s/base sets (a V8 heap cap; BENCH_COORDINATOR_NODE_OPTIONS
+ * replaces them); BENCH_RECOVERY_WAIT_MS bounds how long --recovery watches (default 120 s).
  * Needs Postgres (BENCH_PG_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres) and
  * librdkafka-dev for the broker (the README's set-up). Process logs: .data/bench/*.log.
  */
@@ -241,10 +243,11 @@ async function main(): Promise<void> {
       say('');
       const cluster = await startCluster({ transport: 'kafka', participants: 3, bootstrap: broker.bootstrap, pgAdminUrl: PG_ADMIN, maxWaitMs: MAX_WAIT_MS, logDir: LOG_DIR, logLevel: o.logLevel, createTopic, profileDir: o.profile ? join(LOG_DIR, 'profile') : undefined });
       try {
-        const r = await measureRecovery(cluster, o.recovery, Number(process.env.BENCH_RECOVERY_WAIT_MS ?? 120_000));
+        const waitMs = Number(process.env.BENCH_RECOVERY_WAIT_MS ?? 120_000);
+        const r = await measureRecovery(cluster, o.recovery, waitMs);
         const s = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(1)} s`);
         say(`recovery (kafka, 3 participants): killed with ${r.inFlight} transactions in flight; restarted and ready in ${s(r.readyMs)}, ` +
-          `first vote recorded at ${s(r.firstVoteMs)}, all decided ${r.allDecidedMs === null ? 'not within 120 s' : `in ${s(r.allDecidedMs)}`}; ` +
+          `first vote recorded at ${s(r.firstVoteMs)}, all decided ${r.allDecidedMs === null ? `not within ${waitMs / 1000} s` : `in ${s(r.allDecidedMs)}`}; ` +
           `coordinator peak rss ${r.peakRssMb.toFixed(0)} MB, peak heap in use ${r.peakHeapMb.toFixed(0)} MB`);
         for (const p of r.progress) say(`  at ${String(p.s).padStart(3)} s: ${p.committed} committed, ${p.aborted} aborted, ${p.votes} votes recorded`);
       } finally {

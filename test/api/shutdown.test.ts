@@ -97,6 +97,12 @@ test('SIGTERM under load: readiness 503, no new transactions, exit 0, nothing ha
   await eventually(async () => begun.size, (n) => n >= stalled + 6, 30_000, 'transactions stalled on payments');
   const sigterm = Date.now();
   coordinator.proc.child.kill('SIGTERM');
+  // A begin while draining (the clients may all be waiting on stalled commits then).
+  await sleep(300);
+  record(await api(coordinator.url, 'POST', '/v1/transactions', {
+    timeoutMs: 5000,
+    participants: NAMES.map((name) => ({ name, url: urls[name], payload: { sku: 'sku-0', qty: 1 } })),
+  }));
   const code = await coordinator.proc.exited;
   const took = Date.now() - sigterm;
   stopLoad = true;

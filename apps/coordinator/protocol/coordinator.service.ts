@@ -207,8 +207,12 @@ export class CoordinatorService implements OnApplicationShutdown {
     }
     this.metrics.onStep(found, r.state, r.effects, 'recovered');
     // Marks the transaction as driven here (holdsTimers) until its held step is carried out.
-    this.stepSeq.set(found.id, ++this.stepCounter);
+    const seq = ++this.stepCounter;
+    this.stepSeq.set(found.id, seq);
     const carry = async () => {
+      // A later step of this transaction (an answer read meanwhile) has carried out its own sends
+      // and timers: this older one is not needed.
+      if (this.stepSeq.get(found.id) !== seq) return;
       this.stepSeq.delete(found.id);
       if (!this.intakeClosed) await this.carryOut(found.id, r, 'recovered');
     };

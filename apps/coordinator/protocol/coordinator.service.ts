@@ -233,21 +233,17 @@ export class CoordinatorService implements OnApplicationShutdown {
    * first sends of recovery.
    */
   private postponeResend(txId: string): boolean {
-    if (this.transport.receiving?.() === false) {
-      this.metrics.onResendPostponed();
-      return true;
-    }
+    const wait = this.transport.receiving?.() === false || this.waitOutBacklog(txId) || !this.resendBudget.take();
+    if (wait) this.metrics.onResendPostponed();
+    return wait;
+  }
+
+  /** True (and counted) while the inbox has a backlog, at most MAX_POSTPONED times in a row per transaction. */
+  private waitOutBacklog(txId: string): boolean {
     const n = this.postponed.get(txId) ?? 0;
-    if ((this.transport.backlog?.() ?? 0) > 0 && n < MAX_POSTPONED) {
-      this.postponed.set(txId, n + 1);
-      this.metrics.onResendPostponed();
-      return true;
-    }
-    if (!this.resendBudget.take()) {
-      this.metrics.onResendPostponed();
-      return true;
-    }
-    return false;
+    if (!(this.transport.backlog?.() ?? 0) || n >= MAX_POSTPONED) return false;
+    this.postponed.set(txId, n + 1);
+    return true;
   }
 
   holdsTimers(txId: string): boolean {

@@ -11,7 +11,7 @@ const MIN_PER_SECOND = 50;
  */
 export class ResendBudget {
   private tokens: number;
-  private rate = MIN_PER_SECOND;
+  private rate: number;
   private received = 0;
   private windowStart: number;
   private lastRefill: number;

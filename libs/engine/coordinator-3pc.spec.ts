@@ -29,7 +29,7 @@ describe('3PC coordinator engine', () => {
     let s = allYes().state;
     const one = step(s, { type: 'ack', participant: 'a', of: 'pre-commit', now: T0 + 2 });
     expect(one.state.phase).toBe('precommitted');
-    expect(sends(one)).toEqual([]);
+    expect(types(one)).toEqual(['remember']);
     expect(step(one.state, { type: 'ack', participant: 'a', of: 'pre-commit', now: T0 + 2 }).effects).toEqual([]);
     const both = step(one.state, { type: 'ack', participant: 'b', of: 'pre-commit', now: T0 + 3 });
     expect(both.state.phase).toBe('committing');

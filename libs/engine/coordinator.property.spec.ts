@@ -4,6 +4,7 @@
  * The real engine (`begin`/`step`, no mocks) runs inside a simulated world:
  *  - a driver that carries out effects the way the coordinator process must: the persists of a
  *    step are made durable first (one database transaction), then the sends leave one by one;
+ *    what a step only remembers (votes and acks that decide nothing) is lost in a crash;
  *    timers are in memory, `set-timer` replaces the timer of that kind, `clear-timers` drops both;
  *  - a client that requests commit or abort and enlists participants (also when no longer active,
  *    which the engine must refuse without a trace);
@@ -22,7 +23,8 @@
  * Checked after every step: atomicity over the whole history (never `commit` and `abort` sent for
  * one transaction), a durable outcome never changes, `commit` leaves only when the durable log
  * holds the commit decision, a participant told `commit` had voted yes, the engine never throws,
- * the in-memory state after a completed step is the one persisted, refused events leave no trace.
+ * the in-memory state after a step that persists is the one persisted (and never differs from the
+ * log in phase or outcome), refused events leave no trace.
  * At the end of each run the world settles (no loss, no crash, the client asks to commit what is
  * still active, everything delivered, timers fired, participants in doubt ask)
  * and every transaction must be final with every participant knowing the logged outcome.
@@ -266,6 +268,7 @@ class World {
     for (const e of r.effects) {
       switch (e.type) {
         case 'persist':
+        case 'remember':
           break;
         case 'send':
           if (sendsLeft === 0) {
@@ -286,9 +289,17 @@ class World {
       }
     }
     tx.mem = r.state;
-    // Every change of state is in the step's persist: what a crash would reload is what runs now.
-    if (!isDeepStrictEqual(tx.mem, tx.durable)) {
+    // Every change of state is in the step's persist or remember; a step that persists leaves
+    // nothing only in memory, and what is only in memory is never a phase or an outcome.
+    const kept = r.effects.some((e) => e.type === 'persist' || e.type === 'remember');
+    if (kept && !isDeepStrictEqual(tx.mem, r.effects.filter((e) => e.type === 'persist' || e.type === 'remember').pop()!.state)) {
+      this.fail(`in-memory state differs from the one the step kept after ${event.type}`);
+    }
+    if (persists.length > 0 && !isDeepStrictEqual(tx.mem, tx.durable)) {
       this.fail(`in-memory state differs from the persisted one after ${event.type}:\n mem=${JSON.stringify(tx.mem)}\n log=${JSON.stringify(tx.durable)}`);
+    }
+    if (tx.mem.phase !== tx.durable.phase || tx.mem.outcome !== tx.durable.outcome) {
+      this.fail(`phase or outcome only in memory after ${event.type}: mem ${tx.mem.phase}/${tx.mem.outcome}, log ${tx.durable.phase}/${tx.durable.outcome}`);
     }
     if (fault?.cut === 'after-persist') {
       stats.cutSteps++;
@@ -619,6 +630,8 @@ function effectName(e: Effect): string {
   switch (e.type) {
     case 'persist':
       return `persist(${e.state.phase}${e.state.outcome ? `/${e.state.outcome}` : ''})`;
+    case 'remember':
+      return 'remember';
     case 'send':
       return `send(${e.message.type}->${e.message.participant})`;
     case 'set-timer':

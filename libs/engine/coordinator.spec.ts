@@ -40,7 +40,10 @@ describe('2PC coordinator engine', () => {
 
   it('commits when every vote is yes: decision persisted, then commit sent to all', () => {
     let s = preparing();
-    s = step(s, { type: 'vote', participant: 'inventory', vote: 'yes', now: T0 + 2 }).state;
+    const first = step(s, { type: 'vote', participant: 'inventory', vote: 'yes', now: T0 + 2 });
+    // A yes vote that decides nothing need not be durable: recovery would ask for it again.
+    expect(types(first)).toEqual(['remember']);
+    s = first.state;
     expect(s.outcome).toBeNull();
     const r = step(s, { type: 'vote', participant: 'payments', vote: 'yes', now: T0 + 3 });
     expect(r.state).toMatchObject({ phase: 'committing', outcome: 'commit', decidedAt: T0 + 3 });
@@ -60,7 +63,9 @@ describe('2PC coordinator engine', () => {
     s = step(s, { type: 'vote', participant: 'inventory', vote: 'yes', now: T0 }).state;
     s = step(s, { type: 'vote', participant: 'payments', vote: 'yes', now: T0 }).state;
     expect(step(s, { type: 'ack', participant: 'inventory', of: 'abort', now: T0 }).effects).toEqual([]);
-    s = step(s, { type: 'ack', participant: 'inventory', of: 'commit', now: T0 }).state;
+    const one = step(s, { type: 'ack', participant: 'inventory', of: 'commit', now: T0 });
+    expect(types(one)).toEqual(['remember']);
+    s = one.state;
     expect(s.phase).toBe('committing');
     const dup = step(s, { type: 'ack', participant: 'inventory', of: 'commit', now: T0 });
     expect(dup.effects).toEqual([]);
@@ -173,5 +178,6 @@ describe('2PC coordinator engine', () => {
     const undecided = preparing(['a']);
     expect(() => assertStep(undecided, s, commitMsg)).toThrow(/sent before it was persisted/);
     expect(() => assertStep(undecided, undecided, commitMsg)).toThrow(/commit sent without a commit outcome/);
+    expect(() => assertStep(undecided, s, [{ type: 'remember', state: s }])).toThrow(/move from preparing to committing not persisted/);
   });
 });

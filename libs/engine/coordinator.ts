@@ -10,7 +10,9 @@ import {
  * effects to carry out. No I/O, no clock, no randomness: the driver owns all three.
  *
  * Presumed abort: a transaction without a durable commit decision aborts, and a decision is
- * always in a `persist` effect placed before the first `send` of it.
+ * always in a `persist` effect placed before the first `send` of it. Votes and acknowledgements
+ * that decide nothing are only `remember`ed: what is durable then still counts their senders as
+ * silent, so after a crash recovery asks them again.
  */
 export function begin(input: BeginInput): StepResult {
   const names = new Set<string>();
@@ -115,7 +117,7 @@ function vote(
   // timer) finds votes missing at the deadline, so the transaction aborts.
   if (now >= s.deadline) return decide(next, 'abort', 'timeout:prepare', now, config);
   if (next.participants.every((x) => x.vote === 'yes')) return decide(next, 'commit', null, now, config);
-  return { state: next, effects: [persist(next)] };
+  return { state: next, effects: [remember(next)] };
 }
 
 function ack(s: TxState, name: string, of: string, now: number): StepResult {
@@ -133,12 +135,12 @@ function ack(s: TxState, name: string, of: string, now: number): StepResult {
     return { state: next, effects: [persist(next), { type: 'clear-timers' }] };
   }
   if (next.phase === 'precommitted') return afterPreCommitAck(next, now);
-  return { state: next, effects: [persist(next)] };
+  return { state: next, effects: [remember(next)] };
 }
 
 /** 3PC: once every participant is pre-committed, the commit itself goes out. */
 function afterPreCommitAck(s: TxState, now: number): StepResult {
-  if (!s.participants.every((x) => x.preCommitted)) return { state: s, effects: [persist(s)] };
+  if (!s.participants.every((x) => x.preCommitted)) return { state: s, effects: [remember(s)] };
   return toCommitting(s, now);
 }
 
@@ -262,6 +264,11 @@ function withParticipant(s: TxState, p: ParticipantState): TxState {
 
 function persist(state: TxState): Effect {
   return { type: 'persist', state };
+}
+
+/** A vote or acknowledgement that decides nothing: only a decision must be durable before it leaves. */
+function remember(state: TxState): Effect {
+  return { type: 'remember', state };
 }
 
 function unchanged(state: TxState): StepResult {

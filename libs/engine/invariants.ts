@@ -12,7 +12,8 @@ const FINAL = new Set(['committed', 'aborted']);
 
 /**
  * Checked after every step: the outcome never changes once set, commit only with every vote yes,
- * decision messages agree with the outcome, and a step that decides persists before it sends.
+ * decision messages agree with the outcome, a step that decides persists before it sends, and a
+ * change of phase or outcome is persisted (never only remembered).
  */
 export function assertStep(before: TxState | null, after: TxState, effects: Effect[]): void {
   const fail = (what: string) => {
@@ -25,8 +26,9 @@ export function assertStep(before: TxState | null, after: TxState, effects: Effe
   if (FINAL.has(after.phase) && after.participants.some((p) => !p.acked)) fail(`${after.phase} before every ack`);
   if (after.phase === 'precommitted' && (after.protocol !== '3pc' || after.outcome !== 'commit')) fail('precommitted without a 3PC commit outcome');
 
-  const firstSend = effects.findIndex((e) => e.type === 'send');
-  const lastPersist = effects.map((e) => e.type).lastIndexOf('persist');
+  const types = effects.map((e) => e.type);
+  const firstSend = types.indexOf('send');
+  const lastPersist = types.lastIndexOf('persist');
   for (const e of effects) {
     if (e.type !== 'send') continue;
     const t = e.message.type;
@@ -38,5 +40,8 @@ export function assertStep(before: TxState | null, after: TxState, effects: Effe
   const decidedNow = after.outcome !== null && before?.outcome !== after.outcome;
   if (decidedNow && firstSend >= 0 && (lastPersist < 0 || lastPersist > firstSend)) {
     fail('decision sent before it was persisted');
+  }
+  if (before && (before.phase !== after.phase || before.outcome !== after.outcome) && !types.includes('persist')) {
+    fail(`move from ${before.phase} to ${after.phase} not persisted`);
   }
 }

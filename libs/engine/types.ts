@@ -61,9 +61,13 @@ export type TxEvent =
 /**
  * What the driver must do, in this order: every `persist` is made durable (one database
  * transaction for the step) before any `send` leaves the process — the write-ahead rule.
+ * A `remember` is a change the driver may keep in memory only (a yes vote or an acknowledgement
+ * that decides nothing): were it lost in a crash, recovery asks for it again, because what is
+ * durable still names that participant as silent. Every change of phase or outcome is a `persist`.
  */
 export type Effect =
   | { type: 'persist'; state: TxState }
+  | { type: 'remember'; state: TxState }
   | { type: 'send'; message: CoordinatorToParticipant }
   | { type: 'set-timer'; timer: 'deadline' | 'resend'; at: number }
   | { type: 'clear-timers' };

@@ -14,8 +14,8 @@ afterAll(() => stopWorld(w), 30_000);
 const prepared = (at: CrashSnapshot) => expect(Object.values(at.participants)).toEqual(['prepared', 'prepared', 'prepared']);
 
 const cases: [string, CoordinatorCrashCase][] = [
-  ['before the decision (one vote durable): recovery asks again and commits', {
-    protocol: '2pc', point: 'after-vote-persist', timeoutMs: 20_000, undecided: 'commit',
+  ['before the decision (one vote recorded, in memory only): recovery asks every participant again and commits', {
+    protocol: '2pc', point: 'after-vote-recorded', timeoutMs: 20_000, undecided: 'commit',
     atCrash: (at) => expect(at.coordinator).toEqual({ state: 'preparing', outcome: null }),
   }],
   ['while deciding (the decision step dies before its commit), restarted in time: the last vote is redelivered and it commits', {
@@ -35,8 +35,8 @@ const cases: [string, CoordinatorCrashCase][] = [
     protocol: '2pc', point: 'after-first-send', timeoutMs: 20_000,
     atCrash: (at) => expect(at.coordinator).toEqual({ state: 'committing', outcome: 'commit' }),
   }],
-  ['after the first acknowledgement is durable: the rest are driven to commit', {
-    protocol: '2pc', point: 'after-ack-persist', timeoutMs: 20_000,
+  ['after the first acknowledgement was recorded (in memory only): everyone is driven to commit', {
+    protocol: '2pc', point: 'after-ack-recorded', timeoutMs: 20_000,
     atCrash: (at) => {
       expect(at.coordinator).toEqual({ state: 'committing', outcome: 'commit' });
       expect(Object.values(at.participants).filter((s) => s === 'committed').length).toBeGreaterThanOrEqual(1);

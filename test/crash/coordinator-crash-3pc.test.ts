@@ -35,8 +35,8 @@ const cases: [string, CoordinatorCrashCase][] = [
       expect(Object.values(s).sort()).toEqual(['committed', 'prepared', 'prepared']);
     },
   }],
-  ['after the first pre-commit acknowledgement is durable: recovery finishes pre-commit, then commits', {
-    protocol: '3pc', point: 'after-precommit-ack-persist', timeoutMs: 20_000,
+  ['after the first pre-commit acknowledgement was recorded (in memory only): recovery pre-commits everyone again, then commits', {
+    protocol: '3pc', point: 'after-precommit-ack-recorded', timeoutMs: 20_000,
     atCrash: (at) => decided(at, 'precommitted'),
   }],
   ['after the move to committing is durable, before any commit left: commits', {
@@ -47,8 +47,8 @@ const cases: [string, CoordinatorCrashCase][] = [
     protocol: '3pc', point: 'after-first-commit-send', timeoutMs: 20_000,
     atCrash: (at) => decided(at, 'committing'),
   }],
-  ['after the first commit acknowledgement is durable: the rest are driven to commit', {
-    protocol: '3pc', point: 'after-ack-persist', timeoutMs: 20_000,
+  ['after the first commit acknowledgement was recorded (in memory only): everyone is driven to commit', {
+    protocol: '3pc', point: 'after-ack-recorded', timeoutMs: 20_000,
     atCrash: (at) => { decided(at, 'committing'); expect(Object.values(at.participants)).toContain('committed'); },
   }],
 ];

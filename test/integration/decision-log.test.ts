@@ -1,7 +1,7 @@
 /**
  * The decision log on a real Postgres: group commit (many steps, inserts and reads in one
- * statement each), optimistic concurrency between two replicas' logs, idempotency keys within one
- * grouped insert, and the listing queries.
+ * statement each), optimistic concurrency between two replicas' logs, changes held in memory
+ * until a durable step, idempotency keys within one grouped insert, and the listing queries.
  */
 import { randomUUID } from 'node:crypto';
 import { DataSource, DataSourceOptions } from 'typeorm';
@@ -83,6 +83,58 @@ test('two replicas stepping the same transactions lose no update', async () => {
   for (const t of txs) expect((await a.get(t.id))?.metadata).toEqual({ n: 20 });
 });
 
+const voted = (s: TxState, name: string): TxState => ({ ...s, participants: s.participants.map((p) => (p.name === name ? { ...p, vote: 'yes' as const } : p)) });
+const votes = (s: TxState | null) => s?.participants.map((p) => p.vote);
+
+test('a held change is not written, is seen by the next step without a read, and is written with the next durable step', async () => {
+  const log = new DecisionLog(ds);
+  const t = newTx(['a', 'b', 'c']);
+  await log.insert(t);
+  statements = 0;
+  await log.update(t.id, (s) => ({ next: voted(s, 'a'), hold: true, result: null }));
+  const afterFirst = statements; // the read of the first step
+  let seen: TxState | undefined;
+  await log.update(t.id, (s) => { seen = s; return { next: voted(s, 'b'), hold: true, result: null }; });
+  expect(statements).toBe(afterFirst); // held and recently read: no statement at all
+  expect(votes(seen!)).toEqual(['yes', null, null]);
+  expect(votes(await log.get(t.id))).toEqual([null, null, null]); // the log has none of it
+
+  await log.update(t.id, (s) => ({ next: { ...voted(s, 'c'), metadata: { decided: true } }, result: null }));
+  const back = await log.get(t.id);
+  expect(votes(back)).toEqual(['yes', 'yes', 'yes']);
+  expect(back?.metadata).toEqual({ decided: true });
+});
+
+test('a held change is written back when a step asks for it, even if that step changes nothing', async () => {
+  const log = new DecisionLog(ds);
+  const t = newTx(['a', 'b']);
+  await log.insert(t);
+  await log.update(t.id, (s) => ({ next: voted(s, 'a'), hold: true, result: null }));
+  await log.update(t.id, () => ({ next: null, result: null })); // an ordinary step that changes nothing
+  expect(votes(await log.get(t.id))).toEqual([null, null]);
+  await log.update(t.id, () => ({ next: null, result: null }), { writeBack: true });
+  expect(votes(await log.get(t.id))).toEqual(['yes', null]);
+});
+
+test('a change held on a row another replica has since stepped is dropped: the durable step is redone on the log', async () => {
+  const a = new DecisionLog(ds);
+  const b = new DecisionLog(other);
+  const t = newTx(['a', 'b', 'c']);
+  await a.insert(t);
+  await a.update(t.id, (s) => ({ next: voted(s, 'a'), hold: true, result: null }));
+  await b.update(t.id, (s) => ({ next: { ...s, metadata: { by: 'b' } }, result: null }));
+  const stepsSeen: (string | null)[][] = [];
+  await a.update(t.id, (s) => {
+    stepsSeen.push(votes(s) as (string | null)[]);
+    return { next: voted(s, 'b'), result: null };
+  });
+  // First on the held change (recent, so not read again), then, its save refused, on b's row.
+  expect(stepsSeen).toEqual([['yes', null, null], [null, null, null]]);
+  const back = await a.get(t.id);
+  expect(votes(back)).toEqual([null, 'yes', null]);
+  expect(back?.metadata).toEqual({ by: 'b' });
+});
+
 test('of one idempotency key among concurrent inserts, exactly one is created and the others find it', async () => {
   // Six at once: the first two leave in statements of their own and the rest share one, so the key
   // meets itself both across statements and inside one. Which one wins is the database's choice.
@@ -123,4 +175,24 @@ test('lists newest first with participants in enlistment order, by state and by 
   const active = await log.list({ limit: 500, state: 'active' });
   expect(active.length).toBeGreaterThanOrEqual(2);
   expect(active.every((s) => s.phase === 'active')).toBe(true);
+});
+
+test('lists one participant\'s transactions newest first page by page, enlisted ones too, with the state filter', async () => {
+  const log = new DecisionLog(ds);
+  const name = `p-${randomUUID()}`;
+  const at = Date.now() + 180_000;
+  const txs = [0, 1, 2].map((i) => ({ ...newTx([name, 'other']), createdAt: at + i * 1000 }));
+  for (const t of txs) await log.insert(t);
+  const late = { ...newTx(['other']), createdAt: at + 5000 };
+  await log.insert(late);
+  // Enlisted after the begin: found under that participant all the same.
+  await log.update(late.id, (s) => ({ next: { ...s, participants: [...s.participants, { ...s.participants[0], name }] }, result: null }));
+  await log.update(txs[1].id, (s) => ({ next: { ...s, phase: 'preparing' }, result: null }));
+
+  const page1 = await log.list({ limit: 2, participant: name });
+  expect(page1.map((s) => s.id)).toEqual([late.id, txs[2].id]);
+  const last = page1[1];
+  const page2 = await log.list({ limit: 5, participant: name, after: { createdAt: last.createdAt, id: last.id } });
+  expect(page2.map((s) => s.id)).toEqual([txs[1].id, txs[0].id]);
+  expect((await log.list({ limit: 5, participant: name, state: 'preparing' })).map((s) => s.id)).toEqual([txs[1].id]);
 });

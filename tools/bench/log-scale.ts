@@ -30,13 +30,14 @@ export async function seedFinished(databaseUrl: string, total: number): Promise<
                                      decided_at, completed_at, updated_at)
          SELECT gen_random_uuid(), '2pc', 'committed', 'commit', NULL, 30000, '{}', t, t + interval '30 s', t, t, t
            FROM (SELECT now() - interval '1 day' - (g * interval '1 ms') AS t FROM generate_series(1, $1) g) s
-         RETURNING id`,
+         RETURNING id, created_at`,
         [batch],
       );
       await db.query(
-        `INSERT INTO tx_participant (tx_id, name, position, payload, vote, pre_committed, acked)
-         SELECT id, 'seed-' || (abs(hashtext(id::text)) % 50), 0, '{}', 'yes', false, true FROM unnest($1::uuid[]) AS id`,
-        [ids.rows.map((r: { id: string }) => r.id)],
+        `INSERT INTO tx_participant (tx_id, name, position, payload, vote, pre_committed, acked, tx_created_at)
+         SELECT x.id, 'seed-' || (abs(hashtext(x.id::text)) % 50), 0, '{}', 'yes', false, true, x.created_at
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, created_at)`,
+        [ids.rows.map((r: { id: string }) => r.id), ids.rows.map((r: { created_at: Date }) => r.created_at)],
       );
       await db.query('COMMIT');
       done += batch;

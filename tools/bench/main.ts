@@ -247,9 +247,9 @@ async function main(): Promise<void> {
         const r = await measureRecovery(cluster, o.recovery, waitMs);
         const s = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(1)} s`);
         say(`recovery (kafka, 3 participants): killed with ${r.inFlight} transactions in flight; restarted and ready in ${s(r.readyMs)}, ` +
-          `first vote recorded at ${s(r.firstVoteMs)}, all decided ${r.allDecidedMs === null ? `not within ${waitMs / 1000} s` : `in ${s(r.allDecidedMs)}`}; ` +
+          `first vote received at ${s(r.firstVoteMs)}, all decided ${r.allDecidedMs === null ? `not within ${waitMs / 1000} s` : `in ${s(r.allDecidedMs)}`}; ` +
           `coordinator peak rss ${r.peakRssMb.toFixed(0)} MB, peak heap in use ${r.peakHeapMb.toFixed(0)} MB`);
-        for (const p of r.progress) say(`  at ${String(p.s).padStart(3)} s: ${p.committed} committed, ${p.aborted} aborted, ${p.votes} votes recorded`);
+        for (const p of r.progress) say(`  at ${String(p.s).padStart(3)} s: ${p.committed} committed, ${p.aborted} aborted, ${p.votes} votes received`);
       } finally {
         await cluster.stop();
       }

@@ -3,7 +3,7 @@
  * written straight into its log as `preparing`, no votes yet, deadline a minute ahead, as a crash
  * right after the commit requests would leave them), then restarted. Measured from the restart:
  * to /health/ready (recovery done: every one of them stepped again and its prepares handed to the
- * transport), to the first vote recorded (answers are being read: the coordinator is driving
+ * transport), to the first vote received (answers are being read: the coordinator is driving
  * them), and to all of them committed; and how many were committed along the way.
  */
 import { Client } from 'pg';
@@ -17,7 +17,7 @@ export interface RecoveryFigures {
   firstVoteMs: number | null;
   /** From the restart to every one of them decided (committed, or aborted at its deadline). */
   allDecidedMs: number | null;
-  /** Every 10 s from the restart: how many had committed, aborted, and votes recorded by then. */
+  /** Every 10 s from the restart: how many had committed and aborted, and how many votes the coordinator had received. */
   progress: { s: number; committed: number; aborted: number; votes: number }[];
   /** The restarted coordinator's peak resident memory while driving them, and its peak JS heap in use. */
   peakRssMb: number;
@@ -40,8 +40,8 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
     ).rows.map((r: { id: string }) => r.id);
     for (const [position, p] of cluster.participants.entries()) {
       await db.query(
-        `INSERT INTO tx_participant (tx_id, name, position, payload, url, pre_committed, acked)
-         SELECT id, $2, $3, '{}', $4, false, false FROM unnest($1::uuid[]) AS id`,
+        `INSERT INTO tx_participant (tx_id, name, position, payload, url, pre_committed, acked, tx_created_at)
+         SELECT id, $2, $3, '{}', $4, false, false, now() FROM unnest($1::uuid[]) AS id`,
         [ids, p.name, position, p.url],
       );
     }
@@ -51,7 +51,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
     const sampler = new ProcessSampler(cluster.coordinator.pid!);
     let peakHeap = 0;
     const heapTimer = setInterval(() => {
-      void heapUsedBytes(cluster.coordinatorUrl).then((b) => (peakHeap = Math.max(peakHeap, b)), () => undefined);
+      void coordinatorMetric(cluster.coordinatorUrl, HEAP_USED).then((b) => (peakHeap = Math.max(peakHeap, b)), () => undefined);
     }, 500);
     await restart;
     const readyMs = Date.now() - started;
@@ -60,12 +60,13 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
     const progress: RecoveryFigures['progress'] = [];
     try {
       while (Date.now() - started < finishTimeoutMs) {
-        const { votes, committed, aborted } = (await db.query(
-          `SELECT (SELECT count(*)::int FROM tx_participant WHERE tx_id = ANY($1::uuid[]) AND vote IS NOT NULL) AS votes,
-                  (SELECT count(*)::int FROM tx_transaction WHERE id = ANY($1::uuid[]) AND outcome = 'commit') AS committed,
+        const { committed, aborted } = (await db.query(
+          `SELECT (SELECT count(*)::int FROM tx_transaction WHERE id = ANY($1::uuid[]) AND outcome = 'commit') AS committed,
                   (SELECT count(*)::int FROM tx_transaction WHERE id = ANY($1::uuid[]) AND outcome = 'abort') AS aborted`,
           [ids],
         )).rows[0];
+        // Votes that decide nothing are held in the coordinator's memory, not logged: count what it received.
+        const votes = await coordinatorMetric(cluster.coordinatorUrl, VOTES_RECEIVED).catch(() => 0);
         const elapsed = Date.now() - started;
         if (firstVoteMs === null && votes > 0) firstVoteMs = elapsed;
         if (elapsed >= (progress.length + 1) * 10_000) progress.push({ s: (progress.length + 1) * 10, committed, aborted, votes });
@@ -84,9 +85,12 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
   }
 }
 
-/** The coordinator's JS heap in use, from its Prometheus metrics. */
-async function heapUsedBytes(coordinatorUrl: string): Promise<number> {
+const HEAP_USED = /^txcoord_nodejs_heap_size_used_bytes (\S+)$/m;
+const VOTES_RECEIVED = /^txcoord_messages_received_total\{type="vote"\} (\S+)$/m;
+
+/** One figure from the coordinator's Prometheus metrics (0 when it has none yet). */
+async function coordinatorMetric(coordinatorUrl: string, line: RegExp): Promise<number> {
   const text = await (await fetch(`${coordinatorUrl}/metrics`)).text();
-  const m = /^txcoord_nodejs_heap_size_used_bytes (\S+)$/m.exec(text);
+  const m = line.exec(text);
   return m ? Number(m[1]) : 0;
 }

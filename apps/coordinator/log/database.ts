@@ -7,11 +7,12 @@ import { ParticipantRow, TransactionRow } from './entities';
 import { DecisionLog1763900000000 } from './migrations/1763900000000-decision-log';
 import { Audit1795400000000 } from './migrations/1795400000000-audit';
 import { Performance1796300000000 } from './migrations/1796300000000-performance';
+import { ParticipantListing1796400000000 } from './migrations/1796400000000-participant-listing';
 
 const common = {
   type: 'postgres' as const,
   entities: [TransactionRow, ParticipantRow, AuditRow],
-  migrations: [DecisionLog1763900000000, Audit1795400000000, Performance1796300000000],
+  migrations: [DecisionLog1763900000000, Audit1795400000000, Performance1796300000000, ParticipantListing1796400000000],
   migrationsRun: true,
   migrationsTransactionMode: 'each' as const,
   synchronize: false,

@@ -6,7 +6,8 @@ import { KeyedQueue } from '../../../libs/concurrency/keyed-queue';
 import { ParticipantState, TxPhase, TxState } from '../../../libs/engine';
 import { Breaker } from '../../../libs/resilience/breaker';
 import { CONFIG, CoordinatorConfig } from '../config/config';
-import { TransactionRow } from './entities';
+import { ParticipantRow, TransactionRow } from './entities';
+import { HeldChange, HeldChanges } from './held-changes';
 import { isStoreUnavailable, LOG_STORE_BREAKER } from './store-errors';
 
 export interface ListQuery {
@@ -41,6 +42,13 @@ interface Insert {
   state: TxState;
   idempotency?: IdempotencyKey;
 }
+
+/**
+ * Held changes (votes and acks that decide nothing) in memory at most, and how long one is
+ * stepped on without reading the log again (see HeldChanges).
+ */
+const HELD_AT_MOST = 20_000;
+const HELD_TRUSTED_MS = 1000;
 
 /** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
 const MAX_STEP_ATTEMPTS = 20;
@@ -80,6 +88,8 @@ export class DecisionLog {
   private readonly breaker: Breaker | null;
   /** Steps of one transaction in this process, one at a time. */
   private readonly steps = new KeyedQueue();
+  /** Changes a step asked to keep in memory only, until a step that must be durable writes them too. */
+  private readonly held = new HeldChanges(HELD_AT_MOST, HELD_TRUSTED_MS);
   private readonly reads = new Batcher((ids: string[]) => this.readMany(ids), GROUP);
   private readonly saves = new Batcher((items: Save[]) => this.saveMany(items), GROUP);
   private readonly inserts = new Batcher((items: Insert[]) => this.insertMany(items), GROUP);
@@ -113,9 +123,16 @@ export class DecisionLog {
   /**
    * Reads the transaction, hands its state to `change`, and saves what it returns (if anything)
    * before resolving. Resolves with null when the transaction does not exist.
+   *
+   * A change returned with `hold` is kept in this process only, and `change` sees it in the
+   * following steps until one saves (with it) a change that must be durable. With `writeBack`, a
+   * held change is saved even if this step changes nothing (the resends of a slow transaction,
+   * so that what lingers is in the log for operators and other replicas).
    */
-  update<T>(id: string, change: (state: TxState) => { next: TxState | null; result: T }): Promise<{ result: T } | null> {
-    return this.guard(() => this.updateNow(id, change));
+  update<T>(
+    id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T }, options: { writeBack?: boolean } = {},
+  ): Promise<{ result: T } | null> {
+    return this.guard(() => this.updateNow(id, change, options.writeBack ?? false));
   }
 
   list(q: ListQuery): Promise<TxState[]> {
@@ -195,26 +212,56 @@ export class DecisionLog {
     return (await this.reads.run(id)) ?? null;
   }
 
-  private updateNow<T>(id: string, change: (state: TxState) => { next: TxState | null; result: T }): Promise<{ result: T } | null> {
+  private updateNow<T>(
+    id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T }, writeBack: boolean,
+  ): Promise<{ result: T } | null> {
     return this.steps.run(id, async () => {
       for (let attempt = 1; ; attempt++) {
-        const current = await this.read(id);
+        const current = await this.current(id);
         if (!current) return null;
-        const { next, result } = change(current.state);
-        if (!next || (await this.saves.run({ before: current.state, next, version: current.version }))) return { result };
-        // Another replica changed it since the read: step again on what it wrote.
+        const { next, hold, result } = change(current.state);
+        if (next && hold && !writeBack) {
+          this.held.set(id, { ...current, state: next });
+          return { result };
+        }
+        const changed = next ?? (current.state !== current.saved ? current.state : null);
+        if (!changed || (!next && !writeBack)) return { result };
+        this.held.delete(id);
+        if (await this.saves.run({ before: current.saved, next: changed, version: current.version })) return { result };
+        // Another replica changed it since the read: step again on what it wrote (what was held
+        // here is dropped; recovery's resends ask for those votes or acks again).
         if (attempt >= MAX_STEP_ATTEMPTS) throw new Error(`transaction ${id} changed concurrently ${attempt} times in a row; giving up this step`);
       }
     });
   }
 
-  private listNow(q: ListQuery): Promise<TxState[]> {
-    const qb = this.transactions().orderBy('t.createdAt', 'DESC').addOrderBy('t.id', 'DESC').limit(q.limit);
-    if (q.state) qb.andWhere('t.state = :state', { state: q.state });
-    if (q.participant) {
-      qb.andWhere('EXISTS (SELECT 1 FROM tx_participant p WHERE p.tx_id = t.id AND p.name = :participant)', { participant: q.participant });
+  /**
+   * The transaction as this process steps it: with its held change, if any, read from the log
+   * only when that change was not checked against the log recently. A held change whose row has
+   * moved on (another replica stepped it) is dropped.
+   */
+  private async current(id: string): Promise<HeldChange | null> {
+    const held = this.held.get(id);
+    if (held && this.held.trusted(held)) return held;
+    const checkedAt = Date.now();
+    const read = await this.read(id);
+    if (held && read?.version === held.version) {
+      const checked = { ...held, checkedAt };
+      this.held.set(id, checked);
+      return checked;
     }
-    if (q.after) qb.andWhere('(t.createdAt, t.id) < (:afterAt, :afterId)', { afterAt: new Date(q.after.createdAt), afterId: q.after.id });
+    this.held.delete(id);
+    return read && { state: read.state, saved: read.state, version: read.version, checkedAt };
+  }
+
+  private listNow(q: ListQuery): Promise<TxState[]> {
+    // Newest first. Filtered by participant, the walk follows that participant's own index (its
+    // rows carry their transaction's creation time), so its cost does not grow with the log.
+    const [at, id] = q.participant ? ['p.txCreatedAt', 'p.txId'] : ['t.createdAt', 't.id'];
+    const qb = this.transactions().orderBy(at, 'DESC').addOrderBy(id, 'DESC').limit(q.limit);
+    if (q.participant) qb.innerJoin(ParticipantRow, 'p', 'p.txId = t.id AND p.name = :participant', { participant: q.participant });
+    if (q.state) qb.andWhere('t.state = :state', { state: q.state });
+    if (q.after) qb.andWhere(`(${at}, ${id}) < (:afterAt, :afterId)`, { afterAt: new Date(q.after.createdAt), afterId: q.after.id });
     return this.loadInOrder(qb);
   }
 
@@ -282,8 +329,8 @@ const TX_RECORDS = `jsonb_to_recordset($1::jsonb) AS x(id uuid, version integer,
 const PARTICIPANT_RECORDS = `jsonb_to_recordset(x.participants) AS r(name text, position integer, payload jsonb, url text,
   vote text, vote_reason text, pre_committed boolean, acked boolean)`;
 
-const PARTICIPANT_COLUMNS = 'tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked';
-const PARTICIPANT_VALUES = `x.id, r.name, r.position, COALESCE(r.payload, '{}'), r.url, r.vote, r.vote_reason, r.pre_committed, r.acked`;
+const PARTICIPANT_COLUMNS = 'tx_id, name, position, payload, url, vote, vote_reason, pre_committed, acked, tx_created_at';
+const PARTICIPANT_VALUES = `x.id, r.name, r.position, COALESCE(r.payload, '{}'), r.url, r.vote, r.vote_reason, r.pre_committed, r.acked, x.created_at`;
 
 /**
  * New transactions and their participants: one statement, so each whole or not at all. One whose

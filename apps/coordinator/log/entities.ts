@@ -35,6 +35,8 @@ export class ParticipantRow {
   @Column('text', { name: 'vote_reason', nullable: true }) voteReason!: string | null;
   @Column('boolean', { name: 'pre_committed' }) preCommitted!: boolean;
   @Column('boolean') acked!: boolean;
+  /** The transaction's created_at, so that one participant's transactions list newest first from an index. */
+  @Column('timestamptz', { name: 'tx_created_at' }) txCreatedAt!: Date;
   @ManyToOne(() => TransactionRow, { onDelete: 'CASCADE' })
   @JoinColumn({ name: 'tx_id' })
   tx?: TransactionRow;

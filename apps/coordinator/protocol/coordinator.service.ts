@@ -19,9 +19,11 @@ const MAX_POSTPONED = 4;
 export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
 
 /**
- * The driver of the engine. For each event: lock the transaction in the decision log, step the
+ * The driver of the engine. For each event: read the transaction from the decision log, step the
  * engine, save the new state and commit; only then send the messages and set the timers the step
- * asked for. That order is the write-ahead rule: a decision is durable before it leaves.
+ * asked for. That order is the write-ahead rule: a decision is durable before it leaves. What the
+ * engine only remembers (votes and acks that decide nothing) the log holds in memory and writes
+ * with the next durable step, or when the transaction's resend timer fires.
  */
 @Injectable()
 export class CoordinatorService implements OnApplicationShutdown {
@@ -113,18 +115,20 @@ export class CoordinatorService implements OnApplicationShutdown {
 
   private async applyNow(txId: string, event: TimelessEvent): Promise<StepResult | null> {
     let before: TxState | undefined;
+    // A resend means the transaction is slow: the votes or acks held in memory go to the log then.
     const saved = await this.log.update(txId, (state) => {
       before = state;
       const r = step(state, { ...event, now: Date.now() } as TxEvent, this.engine);
       const persisted = r.effects.some((e) => e.type === 'persist');
+      const remembered = r.effects.some((e) => e.type === 'remember');
       this.crash.beforePersist(state, r);
-      return { next: persisted ? r.state : null, result: r };
-    });
+      return { next: persisted || remembered ? r.state : null, hold: !persisted, result: r };
+    }, { writeBack: event.type === 'resend' });
     if (!saved) return null;
     const r = saved.result;
     if (r.error) return r;
     this.metrics.onStep(before!, r.state, r.effects, event.type);
-    this.crash.afterPersist(before!, event, r);
+    this.crash.afterRecord(before!, event, r);
     const cut = this.crash.cutAfterFirstSend(before!, r);
     // The step is durable: its messages leave without the caller waiting for them (carryOut hands
     // them to the transport at once, in step order). Waiting would chain requests over HTTP into a

@@ -9,22 +9,22 @@ import { CrashPoints, parseCrashSpec } from '../../../libs/testing/crash-points'
  * transactions of its predecessor undisturbed.
  */
 export const COORDINATOR_CRASH_POINTS = [
-  /** A vote was made durable and did not decide: before the decision. */
-  'after-vote-persist',
+  /** A vote that did not decide was recorded (in memory: only decisions are durable). */
+  'after-vote-recorded',
   /** The step that decides (commit or abort) ran; the process dies inside its database transaction. */
   'before-decision-persist',
   /** The decision is durable; nothing of it has been sent. */
   'after-decision-persist',
   /** The decision step sent its first message (pre-commit in 3PC, else commit/abort) only. */
   'after-first-send',
-  /** 3PC: a pre-commit acknowledgement was made durable (not the last one). */
-  'after-precommit-ack-persist',
+  /** 3PC: a pre-commit acknowledgement was recorded (not the last one; in memory). */
+  'after-precommit-ack-recorded',
   /** 3PC: the move from precommitted to committing is durable; no commit sent. */
   'after-committing-persist',
   /** 3PC: the committing step sent its first commit only. */
   'after-first-commit-send',
-  /** An acknowledgement of the outcome (commit or abort) was made durable. */
-  'after-ack-persist',
+  /** An acknowledgement of the outcome (commit or abort) was recorded (not the last one; in memory). */
+  'after-ack-recorded',
 ] as const;
 
 export type CoordinatorCrashPoint = (typeof COORDINATOR_CRASH_POINTS)[number];
@@ -35,6 +35,7 @@ export function coordinatorCrashSpec(raw: string | undefined) {
 }
 
 const persists = (r: StepResult) => r.effects.some((e) => e.type === 'persist');
+const records = (r: StepResult) => r.effects.some((e) => e.type === 'persist' || e.type === 'remember');
 const decides = (before: TxState, r: StepResult) => before.outcome === null && r.state.outcome !== null;
 const toCommitting = (before: TxState, r: StepResult) => before.phase === 'precommitted' && r.state.phase === 'committing';
 
@@ -59,14 +60,15 @@ export class CoordinatorCrashHooks {
     if (decides(before, r)) this.points.hit('before-decision-persist');
   }
 
-  /** After the step's database transaction committed, before anything is sent. */
-  afterPersist(before: TxState, event: Pick<TxEvent, 'type'> & { of?: string }, r: StepResult): void {
-    if (!this.applies(before, r) || !persists(r)) return;
+  /** After the step's change was saved (its database transaction committed) or held, before anything is sent. */
+  afterRecord(before: TxState, event: Pick<TxEvent, 'type'> & { of?: string }, r: StepResult): void {
+    if (!this.applies(before, r) || !records(r)) return;
     if (decides(before, r)) return this.points.hit('after-decision-persist');
     if (toCommitting(before, r)) return this.points.hit('after-committing-persist');
-    if (event.type === 'vote') return this.points.hit('after-vote-persist');
-    if (event.type === 'ack' && event.of === 'pre-commit') return this.points.hit('after-precommit-ack-persist');
-    if (event.type === 'ack') return this.points.hit('after-ack-persist');
+    if (persists(r)) return;
+    if (event.type === 'vote') return this.points.hit('after-vote-recorded');
+    if (event.type === 'ack' && event.of === 'pre-commit') return this.points.hit('after-precommit-ack-recorded');
+    if (event.type === 'ack') return this.points.hit('after-ack-recorded');
   }
 
   /**

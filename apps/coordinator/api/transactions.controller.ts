@@ -89,7 +89,7 @@ export class TransactionsController {
     const { waitMs } = validate(waitSchema, query, 'query');
     const r = found(txId, await this.coordinator.apply(txId, { type: 'commit-requested' }));
     const state = r.state.outcome !== null ? r.state
-      : await this.coordinator.waitForOutcome(txId, waitMs ?? Math.max(0, r.state.deadline - Date.now()) + DEADLINE_GRACE_MS);
+      : await this.coordinator.waitForOutcome(txId, waitMs ?? Math.max(0, r.state.deadline - Date.now()) + DEADLINE_GRACE_MS, r.state);
     const current = state ?? r.state;
     res.status(current.outcome === null ? 202 : 200);
     return present(current);

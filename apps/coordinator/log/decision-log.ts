@@ -7,7 +7,7 @@ import { ParticipantState, TxPhase, TxState } from '../../../libs/engine';
 import { Breaker } from '../../../libs/resilience/breaker';
 import { CONFIG, CoordinatorConfig } from '../config/config';
 import { ParticipantRow, TransactionRow } from './entities';
-import { HeldChange, HeldChanges } from './held-changes';
+import { CachedTx, TxCache } from './tx-cache';
 import { isStoreUnavailable, LOG_STORE_BREAKER } from './store-errors';
 
 export interface ListQuery {
@@ -44,11 +44,11 @@ interface Insert {
 }
 
 /**
- * Held changes (votes and acks that decide nothing) in memory at most, and how long one is
- * stepped on without reading the log again (see HeldChanges).
+ * Transactions kept in memory at most (with their held changes), and how long one is stepped on
+ * without reading the log again (see TxCache).
  */
-const HELD_AT_MOST = 20_000;
-const HELD_TRUSTED_MS = 1000;
+const CACHED_AT_MOST = 20_000;
+const CACHE_TRUSTED_MS = 1000;
 
 /** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
 const MAX_STEP_ATTEMPTS = 20;
@@ -88,8 +88,11 @@ export class DecisionLog {
   private readonly breaker: Breaker | null;
   /** Steps of one transaction in this process, one at a time. */
   private readonly steps = new KeyedQueue();
-  /** Changes a step asked to keep in memory only, until a step that must be durable writes them too. */
-  private readonly held = new HeldChanges(HELD_AT_MOST, HELD_TRUSTED_MS);
+  /**
+   * What this process last read or wrote of each unfinished transaction, with the changes steps
+   * asked to keep in memory only until a step that must be durable writes them too.
+   */
+  private readonly cache = new TxCache(CACHED_AT_MOST, CACHE_TRUSTED_MS);
   private readonly reads = new Batcher((ids: string[]) => this.readMany(ids), GROUP);
   private readonly saves = new Batcher((items: Save[]) => this.saveMany(items), GROUP);
   private readonly inserts = new Batcher((items: Insert[]) => this.insertMany(items), GROUP);
@@ -124,10 +127,12 @@ export class DecisionLog {
    * Reads the transaction, hands its state to `change`, and saves what it returns (if anything)
    * before resolving. Resolves with null when the transaction does not exist.
    *
-   * A change returned with `hold` is kept in this process only, and `change` sees it in the
-   * following steps until one saves (with it) a change that must be durable. With `writeBack`, a
-   * held change is saved even if this step changes nothing (the resends of a slow transaction,
-   * so that what lingers is in the log for operators and other replicas).
+   * The state comes from what this process last read or wrote when that was less than a second
+   * ago (TxCache), else from the log. A change returned with `hold` is kept in this process only,
+   * and `change` sees it in the following steps until one saves (with it) a change that must be
+   * durable. With `writeBack` the step reads the log first, and a held change is saved even if the
+   * step changes nothing (the resends of a slow transaction, so that what lingers is in the log
+   * for operators and other replicas).
    */
   update<T>(
     id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T }, options: { writeBack?: boolean } = {},
@@ -196,7 +201,11 @@ export class DecisionLog {
   }
 
   private async insertNow(state: TxState, idempotency?: IdempotencyKey): Promise<InsertResult> {
-    if (await this.inserts.run({ state, idempotency })) return { created: true, state };
+    const checkedAt = Date.now();
+    if (await this.inserts.run({ state, idempotency })) {
+      this.cache.set(state.id, { state, saved: state, version: 0, checkedAt });
+      return { created: true, state };
+    }
     // Not inserted: another request with the same Idempotency-Key came first.
     const rows: { id: string; request_hash: string }[] = idempotency
       ? await this.db.query('SELECT id, request_hash FROM tx_transaction WHERE idempotency_key = $1', [idempotency.key])
@@ -217,41 +226,47 @@ export class DecisionLog {
   ): Promise<{ result: T } | null> {
     return this.steps.run(id, async () => {
       for (let attempt = 1; ; attempt++) {
-        const current = await this.current(id);
+        const current = await this.current(id, writeBack);
         if (!current) return null;
         const { next, hold, result } = change(current.state);
         if (next && hold && !writeBack) {
-          this.held.set(id, { ...current, state: next });
+          this.cache.set(id, { ...current, state: next });
           return { result };
         }
         const changed = next ?? (current.state !== current.saved ? current.state : null);
         if (!changed || (!next && !writeBack)) return { result };
-        this.held.delete(id);
-        if (await this.saves.run({ before: current.saved, next: changed, version: current.version })) return { result };
+        this.cache.delete(id);
+        const checkedAt = Date.now();
+        if (await this.saves.run({ before: current.saved, next: changed, version: current.version })) {
+          // A finished transaction takes no more steps worth a place in the cache.
+          if (changed.completedAt === null) this.cache.set(id, { state: changed, saved: changed, version: current.version + 1, checkedAt });
+          return { result };
+        }
         // Another replica changed it since the read: step again on what it wrote (what was held
-        // here is dropped; recovery's resends ask for those votes or acks again).
+        // here is dropped; the resends ask for those votes or acks again).
         if (attempt >= MAX_STEP_ATTEMPTS) throw new Error(`transaction ${id} changed concurrently ${attempt} times in a row; giving up this step`);
       }
     });
   }
 
   /**
-   * The transaction as this process steps it: with its held change, if any, read from the log
-   * only when that change was not checked against the log recently. A held change whose row has
-   * moved on (another replica stepped it) is dropped.
+   * The transaction as this process steps it: as cached (with its held change, if any) when the
+   * log was seen at the cached version recently and `fromLog` is not asked for; else read from the
+   * log. A held change whose row has moved on (another replica stepped it) is dropped.
    */
-  private async current(id: string): Promise<HeldChange | null> {
-    const held = this.held.get(id);
-    if (held && this.held.trusted(held)) return held;
+  private async current(id: string, fromLog: boolean): Promise<CachedTx | null> {
+    const cached = this.cache.get(id);
+    if (cached && !fromLog && this.cache.trusted(cached)) return cached;
     const checkedAt = Date.now();
     const read = await this.read(id);
-    if (held && read?.version === held.version) {
-      const checked = { ...held, checkedAt };
-      this.held.set(id, checked);
-      return checked;
+    if (!read) {
+      this.cache.delete(id);
+      return null;
     }
-    this.held.delete(id);
-    return read && { state: read.state, saved: read.state, version: read.version, checkedAt };
+    const entry = cached?.version === read.version ? { ...cached, checkedAt } : { state: read.state, saved: read.state, version: read.version, checkedAt };
+    if (read.state.completedAt === null) this.cache.set(id, entry);
+    else this.cache.delete(id);
+    return entry;
   }
 
   private listNow(q: ListQuery): Promise<TxState[]> {

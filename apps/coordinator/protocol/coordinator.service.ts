@@ -139,19 +139,24 @@ export class CoordinatorService implements OnApplicationShutdown {
     return r;
   }
 
-  /** The transaction once it has an outcome, or as it is after `waitMs`. */
-  async waitForOutcome(txId: string, waitMs: number): Promise<TxState | null> {
+  /**
+   * The transaction once it has an outcome, or as it is after `waitMs`. `current`: its state as a
+   * step just returned it, so the first look needs no read (a decision after that step wakes us).
+   */
+  async waitForOutcome(txId: string, waitMs: number, current?: TxState): Promise<TxState | null> {
     const until = Date.now() + waitMs;
-    for (;;) {
-      const state = await this.log.get(txId);
+    for (let first = true; ; first = false) {
+      const state = first && current ? current : await this.log.get(txId);
       const left = until - Date.now();
       if (!state || state.outcome !== null || left <= 0 || this.intakeClosed) return state;
-      // Woken by this replica's decision; re-read at least every second for another replica's.
-      await new Promise<void>((resolve) => {
-        const done = () => { clearTimeout(timer); this.decided.off(txId, done); resolve(); };
+      // Woken by this replica's decision (with the state it saved: no need to read it back);
+      // re-read at least every second for another replica's.
+      const decided = await new Promise<TxState | undefined>((resolve) => {
+        const done = (saved?: TxState) => { clearTimeout(timer); this.decided.off(txId, done); resolve(saved); };
         const timer = setTimeout(done, Math.min(left, 1000));
         this.decided.once(txId, done);
       });
+      if (decided) return decided;
     }
   }
 
@@ -263,7 +268,7 @@ export class CoordinatorService implements OnApplicationShutdown {
     const state = r.state;
     if (r.effects.some((e) => e.type === 'persist')) {
       this.logger.info({ txId, state: state.phase, outcome: state.outcome, reason: state.reason, cause }, 'transaction saved');
-      if (state.outcome !== null) this.decided.emit(txId);
+      if (state.outcome !== null) this.decided.emit(txId, state);
     }
     const sends = r.effects.flatMap((e) => (e.type === 'send' ? [e.message] : []));
     const now = Date.now();

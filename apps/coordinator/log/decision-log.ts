@@ -33,7 +33,8 @@ interface Versioned {
 }
 
 interface Save {
-  before: TxState;
+  /** The transaction as the log has it, to write only the participants that changed; null: write them all. */
+  before: TxState | null;
   next: TxState;
   version: number;
 }
@@ -203,7 +204,7 @@ export class DecisionLog {
   private async insertNow(state: TxState, idempotency?: IdempotencyKey): Promise<InsertResult> {
     const checkedAt = Date.now();
     if (await this.inserts.run({ state, idempotency })) {
-      this.cache.set(state.id, { state, saved: state, version: 0, checkedAt });
+      this.cache.set(state.id, { state, held: false, version: 0, checkedAt });
       return { created: true, state };
     }
     // Not inserted: another request with the same Idempotency-Key came first.
@@ -230,16 +231,17 @@ export class DecisionLog {
         if (!current) return null;
         const { next, hold, result } = change(current.state);
         if (next && hold && !writeBack) {
-          this.cache.set(id, { ...current, state: next });
+          this.cache.set(id, { ...current, state: next, held: true });
           return { result };
         }
-        const changed = next ?? (current.state !== current.saved ? current.state : null);
+        const changed = next ?? (current.held ? current.state : null);
         if (!changed || (!next && !writeBack)) return { result };
         this.cache.delete(id);
         const checkedAt = Date.now();
-        if (await this.saves.run({ before: current.saved, next: changed, version: current.version })) {
+        // With held changes the log's participants are older than the state stepped on: write them all.
+        if (await this.saves.run({ before: current.held ? null : current.state, next: changed, version: current.version })) {
           // A finished transaction takes no more steps worth a place in the cache.
-          if (changed.completedAt === null) this.cache.set(id, { state: changed, saved: changed, version: current.version + 1, checkedAt });
+          if (changed.completedAt === null) this.cache.set(id, { state: changed, held: false, version: current.version + 1, checkedAt });
           return { result };
         }
         // Another replica changed it since the read: step again on what it wrote (what was held
@@ -263,7 +265,7 @@ export class DecisionLog {
       this.cache.delete(id);
       return null;
     }
-    const entry = cached?.version === read.version ? { ...cached, checkedAt } : { state: read.state, saved: read.state, version: read.version, checkedAt };
+    const entry = cached?.version === read.version ? { ...cached, checkedAt } : { state: read.state, held: false, version: read.version, checkedAt };
     if (read.state.completedAt === null) this.cache.set(id, entry);
     else this.cache.delete(id);
     return entry;
@@ -302,7 +304,7 @@ export class DecisionLog {
   private async saveMany(items: Save[]): Promise<boolean[]> {
     const now = new Date().toISOString();
     const rows: { id: string }[] = await this.db.query(SAVE_TXS, [JSON.stringify(items.map(({ before, next, version }) => {
-      const old = new Map(before.participants.map((p) => [p.name, p]));
+      const old = new Map(before?.participants.map((p) => [p.name, p]));
       const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
       return { ...txRecord(next, now), version, participants: changed.map(participantRecord) };
     }))]);

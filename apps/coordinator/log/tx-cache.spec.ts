@@ -2,7 +2,7 @@ import { begin } from '../../../libs/engine';
 import { CachedTx, TxCache } from './tx-cache';
 
 const tx = (id: string) => begin({ id, protocol: '2pc', timeoutMs: 1000, participants: [{ name: 'a' }], now: 0 }).state;
-const entry = (id: string, checkedAt: number): CachedTx => ({ state: tx(id), saved: tx(id), version: 1, checkedAt });
+const entry = (id: string, checkedAt: number): CachedTx => ({ state: tx(id), held: false, version: 1, checkedAt });
 
 describe('TxCache', () => {
   it('trusts an entry only for a while after it was checked against the log', () => {

@@ -2,11 +2,11 @@ import { TxState } from '../../../libs/engine';
 
 /** A transaction as this process last knew it: the log's row at `version`, and what it holds on top. */
 export interface CachedTx {
-  /** The transaction as steps here see it: `saved`, or that with a held change (the engine's
-   * `remember`: yes votes or acknowledgements that decide nothing, not written yet). */
+  /** The transaction as steps here see it: the log's row, or that with held changes. */
   state: TxState;
-  /** The transaction as the log has it at `version`. */
-  saved: TxState;
+  /** The state carries changes the log does not have (the engine's `remember`: yes votes or
+   * acknowledgements that decide nothing, not written yet); they are all in its participants. */
+  held: boolean;
   version: number;
   /** When the log was last known to be at `version` (a read, or the write that made it). */
   checkedAt: number;

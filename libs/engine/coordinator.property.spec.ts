@@ -291,8 +291,8 @@ class World {
     tx.mem = r.state;
     // Every change of state is in the step's persist or remember; a step that persists leaves
     // nothing only in memory, and what is only in memory is never a phase or an outcome.
-    const kept = r.effects.some((e) => e.type === 'persist' || e.type === 'remember');
-    if (kept && !isDeepStrictEqual(tx.mem, r.effects.filter((e) => e.type === 'persist' || e.type === 'remember').pop()!.state)) {
+    const kept = r.effects.filter((e): e is Extract<Effect, { type: 'persist' | 'remember' }> => e.type === 'persist' || e.type === 'remember').pop();
+    if (kept && !isDeepStrictEqual(tx.mem, kept.state)) {
       this.fail(`in-memory state differs from the one the step kept after ${event.type}`);
     }
     if (persists.length > 0 && !isDeepStrictEqual(tx.mem, tx.durable)) {

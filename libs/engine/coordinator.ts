@@ -271,6 +271,12 @@ function remember(state: TxState): Effect {
   return { type: 'remember', state };
 }
 
+/** How the driver must keep a step's new state: durably, in memory, or not at all (nothing changed). */
+export function keptAs(r: StepResult): 'persist' | 'remember' | null {
+  const kept = r.effects.find((e) => e.type === 'persist' || e.type === 'remember');
+  return kept ? (kept.type as 'persist' | 'remember') : null;
+}
+
 function unchanged(state: TxState): StepResult {
   return { state, effects: [] };
 }

@@ -4,7 +4,7 @@ import { PinoLogger } from 'nestjs-pino';
 import { createHash } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { z } from 'zod';
-import { StepResult } from '../../../libs/engine';
+import { keptAs, StepResult } from '../../../libs/engine';
 import { CONFIG, CoordinatorConfig } from '../config/config';
 import { AuditRow } from '../log/audit.entity';
 import { DecisionLog } from '../log/decision-log';
@@ -95,7 +95,7 @@ export class AdminController {
     const r = await this.coordinator.apply(txId, { type: 'abort-requested' });
     if (!r) throw await record.notFound();
     if (r.error) throw await record.refused(r);
-    const changed = r.effects.some((e) => e.type === 'persist');
+    const changed = keptAs(r) === 'persist';
     const sent = r.effects.flatMap((e) => (e.type === 'send' ? [`${e.message.type}:${e.message.participant}`] : []));
     const result = changed ? 'aborted' : 'already-aborted';
     await record.write(result, changed ? `decided abort${sent.length ? `; sent ${sent.join(', ')}` : ''}` : `outcome was already abort (state ${r.state.phase})`);

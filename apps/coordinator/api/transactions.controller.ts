@@ -2,7 +2,7 @@ import { Body, Controller, Get, Headers, HttpCode, Inject, Param, Post, Query, R
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Response } from 'express';
 import { createHash, randomUUID } from 'node:crypto';
-import { StepResult, TxState } from '../../../libs/engine';
+import { keptAs, StepResult, TxState } from '../../../libs/engine';
 import { CONFIG, CoordinatorConfig } from '../config/config';
 import { DecisionLog } from '../log/decision-log';
 import { CoordinatorService } from '../protocol/coordinator.service';
@@ -67,7 +67,7 @@ export class TransactionsController {
     const txId = validate(txIdSchema, id, 'path.id');
     const body = validate(participantSchema, raw ?? {}, 'body');
     const r = found(txId, await this.coordinator.apply(txId, { type: 'enlist', name: body.name, payload: body.payload, url: body.url }));
-    res.status(r.effects.some((e) => e.type === 'persist') ? 201 : 200);
+    res.status(keptAs(r) === 'persist' ? 201 : 200);
     return present(r.state);
   }
 

@@ -240,8 +240,7 @@ export class DecisionLog {
         const checkedAt = Date.now();
         // With held changes the log's participants are older than the state stepped on: write them all.
         if (await this.saves.run({ before: current.held ? null : current.state, next: changed, version: current.version })) {
-          // A finished transaction takes no more steps worth a place in the cache.
-          if (changed.completedAt === null) this.cache.set(id, { state: changed, held: false, version: current.version + 1, checkedAt });
+          this.cache.set(id, { state: changed, held: false, version: current.version + 1, checkedAt });
           return { result };
         }
         // Another replica changed it since the read: step again on what it wrote (what was held
@@ -266,8 +265,7 @@ export class DecisionLog {
       return null;
     }
     const entry = cached?.version === read.version ? { ...cached, checkedAt } : { state: read.state, held: false, version: read.version, checkedAt };
-    if (read.state.completedAt === null) this.cache.set(id, entry);
-    else this.cache.delete(id);
+    this.cache.set(id, entry);
     return entry;
   }
 

@@ -23,4 +23,12 @@ describe('TxCache', () => {
     c.delete('x');
     expect(c.size).toBe(1);
   });
+
+  it('does not keep a finished transaction, and drops what it had of it', () => {
+    const c = new TxCache(10, 1000);
+    c.set('x', entry('x', 0));
+    const done = entry('x', 1);
+    c.set('x', { ...done, state: { ...done.state, phase: 'committed', completedAt: 1 } });
+    expect(c.get('x')).toBeUndefined();
+  });
 });

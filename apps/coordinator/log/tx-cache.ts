@@ -13,7 +13,7 @@ export interface CachedTx {
 }
 
 /**
- * The transactions this process read, wrote or holds changes of, at most `atMost` (the least
+ * The unfinished transactions this process read, wrote or holds changes of, at most `atMost` (the least
  * recently set go first: losing one costs a read, or a resend for a held change). One checked
  * against the log less than `trustMs` ago is stepped on without reading the log again. That is
  * safe because every durable save still carries the version it was based on (another replica's
@@ -34,8 +34,10 @@ export class TxCache {
     return now - entry.checkedAt < this.trustMs;
   }
 
+  /** Keeps `entry` (a finished transaction takes no more steps worth a place: it is dropped instead). */
   set(id: string, entry: CachedTx): void {
     this.byId.delete(id); // to the end of the eviction order
+    if (entry.state.completedAt !== null) return;
     this.byId.set(id, entry);
     if (this.byId.size > this.atMost) this.byId.delete(this.byId.keys().next().value as string);
   }

@@ -1,7 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { PinoLogger } from 'nestjs-pino';
 import { EventEmitter } from 'node:events';
-import { begin, BeginInput, EngineConfig, step, StepResult, TxEvent, TxState } from '../../../libs/engine';
+import { begin, BeginInput, EngineConfig, keptAs, step, StepResult, TxEvent, TxState } from '../../../libs/engine';
 import { ProtocolMessage } from '../../../libs/protocol';
 import { MessageTransport } from '../../../libs/transport/transport';
 import { CONFIG, CoordinatorConfig } from '../config/config';
@@ -119,10 +119,9 @@ export class CoordinatorService implements OnApplicationShutdown {
     const saved = await this.log.update(txId, (state) => {
       before = state;
       const r = step(state, { ...event, now: Date.now() } as TxEvent, this.engine);
-      const persisted = r.effects.some((e) => e.type === 'persist');
-      const remembered = r.effects.some((e) => e.type === 'remember');
+      const kept = keptAs(r);
       this.crash.beforePersist(state, r);
-      return { next: persisted || remembered ? r.state : null, hold: !persisted, result: r };
+      return { next: kept ? r.state : null, hold: kept === 'remember', result: r };
     }, { writeBack: event.type === 'resend' });
     if (!saved) return null;
     const r = saved.result;
@@ -210,7 +209,7 @@ export class CoordinatorService implements OnApplicationShutdown {
   async recover(found: TxState, sendAfter?: Promise<void>): Promise<void> {
     if (this.holdsTimers(found.id) || this.intakeClosed) return;
     const r = step(found, { type: 'recovered', now: Date.now() }, this.engine);
-    if (r.error || r.effects.some((e) => e.type === 'persist')) {
+    if (r.error || keptAs(r) === 'persist') {
       await this.apply(found.id, { type: 'recovered' });
       return;
     }
@@ -266,7 +265,7 @@ export class CoordinatorService implements OnApplicationShutdown {
 
   private async carryOut(txId: string, r: StepResult, cause: string, resendAttempt = 0, crashAfterFirstSend?: () => void): Promise<void> {
     const state = r.state;
-    if (r.effects.some((e) => e.type === 'persist')) {
+    if (keptAs(r) === 'persist') {
       this.logger.info({ txId, state: state.phase, outcome: state.outcome, reason: state.reason, cause }, 'transaction saved');
       if (state.outcome !== null) this.decided.emit(txId, state);
     }

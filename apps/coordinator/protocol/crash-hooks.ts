@@ -1,4 +1,4 @@
-import { StepResult, TxEvent, TxState } from '../../../libs/engine';
+import { keptAs, StepResult, TxEvent, TxState } from '../../../libs/engine';
 import { CrashPoints, parseCrashSpec } from '../../../libs/testing/crash-points';
 
 /**
@@ -34,8 +34,6 @@ export function coordinatorCrashSpec(raw: string | undefined) {
   return parseCrashSpec(raw, COORDINATOR_CRASH_POINTS);
 }
 
-const persists = (r: StepResult) => r.effects.some((e) => e.type === 'persist');
-const records = (r: StepResult) => r.effects.some((e) => e.type === 'persist' || e.type === 'remember');
 const decides = (before: TxState, r: StepResult) => before.outcome === null && r.state.outcome !== null;
 const toCommitting = (before: TxState, r: StepResult) => before.phase === 'precommitted' && r.state.phase === 'committing';
 
@@ -56,16 +54,17 @@ export class CoordinatorCrashHooks {
 
   /** Inside the step's database transaction, before it commits. */
   beforePersist(before: TxState, r: StepResult): void {
-    if (!this.applies(before, r) || !persists(r)) return;
+    if (!this.applies(before, r) || keptAs(r) !== 'persist') return;
     if (decides(before, r)) this.points.hit('before-decision-persist');
   }
 
   /** After the step's change was saved (its database transaction committed) or held, before anything is sent. */
   afterRecord(before: TxState, event: Pick<TxEvent, 'type'> & { of?: string }, r: StepResult): void {
-    if (!this.applies(before, r) || !records(r)) return;
+    const kept = keptAs(r);
+    if (!this.applies(before, r) || !kept) return;
     if (decides(before, r)) return this.points.hit('after-decision-persist');
     if (toCommitting(before, r)) return this.points.hit('after-committing-persist');
-    if (persists(r)) return;
+    if (kept === 'persist') return;
     if (event.type === 'vote') return this.points.hit('after-vote-recorded');
     if (event.type === 'ack' && event.of === 'pre-commit') return this.points.hit('after-precommit-ack-recorded');
     if (event.type === 'ack') return this.points.hit('after-ack-recorded');

@@ -24,7 +24,7 @@ export interface ClusterSettings {
   logLevel: string;
   /** Creates a topic with the benchmark's partition count (before anything uses it). */
   createTopic: (topic: string) => Promise<void>;
-  /** Where the coordinator writes a V8 CPU profile (.cpuprofile) when it exits; none when unset. */
+  /** Where the coordinator (and, in a folder each, the participants) write a V8 CPU profile (.cpuprofile) when they exit; none when unset. */
   profileDir?: string;
 }
 
@@ -123,10 +123,18 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
           env.COORDINATOR_URL = coordinatorUrl;
         }
         let url: string | null = null;
-        const p = new ManagedProcess(name, 'tools/bench/participant.js', ['--name', name], env, join(s.logDir, `${name}.log`), async (_p, seen) => {
-          const line = await seen(/bench participant ready/);
-          url = (JSON.parse(line) as { url: string | null }).url;
-        });
+        const p = new ManagedProcess(
+          name,
+          'tools/bench/participant.js',
+          ['--name', name],
+          env,
+          join(s.logDir, `${name}.log`),
+          async (_p, seen) => {
+            const line = await seen(/bench participant ready/);
+            url = (JSON.parse(line) as { url: string | null }).url;
+          },
+          s.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(s.profileDir, name)}`] : [],
+        );
         await p.start();
         started.push(p);
         return { name, url };

@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { PinoLogger } from 'nestjs-pino';
 import { EventEmitter } from 'node:events';
+import pLimit from 'p-limit';
 import { begin, BeginInput, EngineConfig, keptAs, step, StepResult, TxEvent, TxState } from '../../../libs/engine';
 import { ProtocolMessage } from '../../../libs/protocol';
 import { MessageTransport } from '../../../libs/transport/transport';
@@ -14,6 +15,13 @@ import { TRANSPORT } from './tokens';
 
 /** Resends of one transaction put off in a row at most, while the inbox has a backlog. */
 const MAX_POSTPONED = 4;
+/**
+ * Steps started by timers (deadlines, resends) under way at once. Thousands of transactions begun
+ * together reach their deadlines together (after a crash, all of them): stepping them all at once
+ * held thousands of reads and saves in memory and let them time out in the queue (TX_DB_TIMEOUT_MS),
+ * to be retried by the sweep. One group-commit statement's worth at a time keeps the log busy.
+ */
+const TIMER_STEPS_AT_ONCE = 256;
 
 /** An event without its time: the driver stamps `now` under the transaction's lock. */
 export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
@@ -43,6 +51,8 @@ export class CoordinatorService implements OnApplicationShutdown {
   private readonly postponed = new Map<string, number>();
   /** Resends per second, following the answers per second (see postponeResend). */
   private readonly resendBudget = new ResendBudget();
+  /** Timer-fired steps wait here for a turn (see TIMER_STEPS_AT_ONCE). */
+  private readonly timerSteps = pLimit(TIMER_STEPS_AT_ONCE);
 
   constructor(
     private readonly log: DecisionLog,
@@ -73,6 +83,7 @@ export class CoordinatorService implements OnApplicationShutdown {
   closeIntake(): void {
     this.intakeClosed = true;
     this.timers.clearAll();
+    this.timerSteps.clearQueue();
     for (const txId of this.decided.eventNames()) this.decided.emit(txId);
   }
 
@@ -294,7 +305,8 @@ export class CoordinatorService implements OnApplicationShutdown {
             return;
           }
           this.postponed.delete(txId);
-          void this.apply(txId, e.timer === 'deadline' ? { type: 'deadline' } : { type: 'resend', attempt })
+          const event: TimelessEvent = e.timer === 'deadline' ? { type: 'deadline' } : { type: 'resend', attempt };
+          void this.timerSteps(() => (this.intakeClosed ? null : this.apply(txId, event)))
             .catch((err) => this.logger.warn({ txId, err: String(err) }, `${e.timer} timer failed; the sweep will retry`));
         };
         if (e.timer === 'deadline' || sends.length === 0) this.timers.set(txId, e.timer, e.at, now, fire, resendAttempt);

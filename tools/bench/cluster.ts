@@ -62,6 +62,26 @@ export async function dropDatabases(adminUrl: string, names: string[]): Promise<
   }
 }
 
+/**
+ * Waits until the coordinator has finished every transaction it holds (the previous cell's
+ * backlog: under overload thousands are still being driven when the clients stop), so that a cell
+ * measures its own load. Resolves with how many are still unfinished after `timeoutMs` (0: drained).
+ */
+export async function drained(cluster: Cluster, timeoutMs: number): Promise<number> {
+  const db = new Client({ connectionString: cluster.coordinatorDatabaseUrl });
+  await db.connect();
+  try {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const { n } = (await db.query('SELECT count(*)::int AS n FROM tx_transaction WHERE completed_at IS NULL')).rows[0];
+      if (n === 0 || Date.now() >= until) return n;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    await db.end();
+  }
+}
+
 export async function startCluster(s: ClusterSettings): Promise<Cluster> {
   const run = `txbench_${randomUUID().slice(0, 8)}`;
   const prefix = `${run}.`;

@@ -25,7 +25,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBroker } from '../support/broker';
-import { Cluster, freshDatabase, dropDatabases, startCluster, Transport } from './cluster';
+import { Cluster, drained, freshDatabase, dropDatabases, startCluster, Transport } from './cluster';
 import { bareRounds, CeilingResult, kafkaRoundTrip, postgresCommit } from './floor';
 import { runLoad } from './load';
 import { measureLookups, seedFinished } from './log-scale';
@@ -69,6 +69,8 @@ const LOG_DIR = join(ROOT, '.data', 'bench');
 const PG_ADMIN = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 /** Consumers' fetch wait, for the system and the floor alike (the test broker's long-poll never returns early). */
 const MAX_WAIT_MS = 5;
+/** How long a cell waits for the transactions of the cells before it to finish. */
+const DRAIN_TIMEOUT_MS = 120_000;
 /** Partitions of every topic, for the system and the ceiling alike. */
 const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 32);
 const USAGE =
@@ -225,6 +227,10 @@ async function main(): Promise<void> {
           let first = true;
           for (const protocol of o.protocols) {
             for (const concurrency of o.concurrency) {
+              if (!first) {
+                const left = await drained(cluster, DRAIN_TIMEOUT_MS);
+                if (left > 0) say(`      (${left} transactions of the cells before still unfinished after ${DRAIN_TIMEOUT_MS / 1000} s: this cell shares the machine with them)`);
+              }
               // The first cell on fresh processes warms up longer (JIT, connection pools, group joins).
               const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, first ? 5000 : 2000)) };
               first = false;

@@ -27,7 +27,8 @@ export class MetricsService {
   private readonly resends = new Counter({ name: 'txcoord_resends_total', help: 'Messages sent again because no answer came', labelNames: ['type'], registers: [this.registry] });
   private readonly received = new Counter({ name: 'txcoord_messages_received_total', help: 'Protocol messages received', labelNames: ['type'], registers: [this.registry] });
   private readonly deadLetters = new Counter({ name: 'txcoord_dead_letters_total', help: 'Unreadable messages sent to the dead-letter topic or refused', registers: [this.registry] });
-  private readonly resendsPostponed = new Counter({ name: 'txcoord_resends_postponed_total', help: 'Resends put off one interval because the coordinator inbox had a backlog', registers: [this.registry] });
+  private readonly resendsPostponed = new Counter({ name: 'txcoord_resends_postponed_total', help: 'Resends put off because their answer was not overdue yet or the coordinator inbox had a backlog', registers: [this.registry] });
+  private readonly answerTimeout = new Gauge({ name: 'txcoord_answer_timeout_seconds', help: 'How long after a send its answer counts as overdue (from the answer times lately seen); resends wait for it', registers: [this.registry] });
   private readonly sendFailures = new Counter({ name: 'txcoord_send_failures_total', help: 'Sends that failed and wait for their resend', registers: [this.registry] });
 
   constructor(log: DecisionLog) {
@@ -75,6 +76,10 @@ export class MetricsService {
 
   onSendFailed(): void {
     this.sendFailures.inc();
+  }
+
+  onAnswerTimeout(ms: number): void {
+    this.answerTimeout.set(ms / 1000);
   }
 
   onResendPostponed(): void {

@@ -8,6 +8,7 @@ import { MessageTransport } from '../../../libs/transport/transport';
 import { CONFIG, CoordinatorConfig } from '../config/config';
 import { DecisionLog, IdempotencyKey, InsertResult } from '../log/decision-log';
 import { MetricsService } from '../metrics/metrics.service';
+import { AnswerTimes } from './answer-times';
 import { CoordinatorCrashHooks } from './crash-hooks';
 import { ResendBudget } from './resend-budget';
 import { TxTimers } from './timers';
@@ -22,6 +23,8 @@ const MAX_POSTPONED = 4;
  * to be retried by the sweep. One group-commit statement's worth at a time keeps the log busy.
  */
 const TIMER_STEPS_AT_ONCE = 256;
+/** First sends remembered for answer-time samples at most (a sample lost is harmless). */
+const FIRST_SENDS_AT_MOST = 100_000;
 
 /** An event without its time: the driver stamps `now` under the transaction's lock. */
 export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
@@ -53,6 +56,10 @@ export class CoordinatorService implements OnApplicationShutdown {
   private readonly resendBudget = new ResendBudget();
   /** Timer-fired steps wait here for a turn (see TIMER_STEPS_AT_ONCE). */
   private readonly timerSteps = pLimit(TIMER_STEPS_AT_ONCE);
+  /** How long answers take lately; a resend waits until its answer is overdue (see resendWait). */
+  private readonly answerTimes = new AnswerTimes();
+  /** Per transaction, when this process last sent a step's messages other than a resend, and what answers them. */
+  private readonly firstSends = new Map<string, { at: number; answer: 'vote' | 'ack' }>();
 
   constructor(
     private readonly log: DecisionLog,
@@ -176,6 +183,11 @@ export class CoordinatorService implements OnApplicationShutdown {
     if (this.intakeClosed) throw new Error('coordinator shutting down: message left for redelivery');
     this.metrics.onReceived(m.type);
     this.resendBudget.onReceived();
+    const first = this.firstSends.get(m.txId);
+    if (first && first.answer === m.type) {
+      this.answerTimes.observe(Date.now() - first.at);
+      this.metrics.onAnswerTimeout(this.answerTimes.timeoutMs());
+    }
     const log = { txId: m.txId, participant: m.participant, type: m.type };
     switch (m.type) {
       case 'vote': {
@@ -240,17 +252,30 @@ export class CoordinatorService implements OnApplicationShutdown {
   }
 
   /**
-   * Under load the coordinator's inbox (its Kafka partitions) holds a backlog; the votes and acks a
-   * resend would ask for are then often already in it. Resending anyway multiplies the load that
-   * made them late (every duplicate is answered again), and the system collapses into resends. So
-   * a resend waits one more interval while there is a backlog, at most MAX_POSTPONED times in a row:
-   * a message really lost is still resent, only later. Beyond that, resends of all transactions
+   * How much longer a due resend waits (0: it goes now). Under load, answers are late rather than
+   * lost, and resending anyway multiplies the load that made them late (every duplicate is answered
+   * again): the system collapses into resends. So a resend first waits until its answer is overdue
+   * by the answer times lately seen (AnswerTimes, at most TX_RESEND_MAX_MS after the send).
+   * The coordinator's inbox (its Kafka partitions) may also hold a backlog, with the votes and acks
+   * a resend would ask for already in it: a resend then waits one more interval, at most
+   * MAX_POSTPONED times in a row. A message really lost is still resent, only later. Beyond that, resends of all transactions
    * together keep within a budget that follows the rate of answers (ResendBudget), so they never
    * outgrow the traffic that is getting through. While the inbox cannot be read at all (the
    * Kafka consumer joining its group, as after a restart, or rebalancing), every resend waits: no
    * answer could be read, and after a crash with thousands in flight the resends would bury the
    * first sends of recovery.
    */
+  private resendWait(txId: string, interval: number): number {
+    const first = this.firstSends.get(txId);
+    const overdueAt = first ? first.at + Math.min(this.answerTimes.timeoutMs(), this.engine.resendMaxMs) : 0;
+    const now = Date.now();
+    if (overdueAt > now) {
+      this.metrics.onResendPostponed();
+      return overdueAt - now;
+    }
+    return this.postponeResend(txId) ? interval : 0;
+  }
+
   private postponeResend(txId: string): boolean {
     const wait = this.transport.receiving?.() === false || this.waitOutBacklog(txId) || !this.resendBudget.take();
     if (wait) this.metrics.onResendPostponed();
@@ -295,13 +320,15 @@ export class CoordinatorService implements OnApplicationShutdown {
       if (e.type === 'clear-timers') {
         this.timers.clear(txId);
         this.postponed.delete(txId);
+        this.firstSends.delete(txId);
       }
       if (e.type === 'set-timer') {
         const fire = (attempt: number) => {
           if (this.intakeClosed) return; // shutting down: recovery picks it up after the restart
-          if (e.timer === 'resend' && this.postponeResend(txId)) {
-            // The answer may be waiting in our own inbox: resending now would only add to it.
-            this.timers.set(txId, 'resend', Date.now() + Math.max(0, e.at - now), Date.now(), fire, attempt);
+          const wait = e.timer === 'resend' ? this.resendWait(txId, Math.max(0, e.at - now)) : 0;
+          if (wait > 0) {
+            // The answer is not overdue yet, or may be waiting in our own inbox: resending now would only add to the load.
+            this.timers.set(txId, 'resend', Date.now() + wait, Date.now(), fire, attempt);
             return;
           }
           this.postponed.delete(txId);
@@ -324,8 +351,10 @@ export class CoordinatorService implements OnApplicationShutdown {
       crashAfterFirstSend();
     }
     if (sends.length === 0) return armResend();
+    const sentAt = Date.now();
     try {
       await this.transport.send(sends, routesOf(state));
+      this.noteFirstSend(txId, cause, sentAt, sends);
       this.logger.info({ txId, sent: sends.map((m) => `${m.type}:${m.participant}`) }, 'messages sent');
     } catch (err) {
       // Not lost: the resend timer of this step sends again with backoff.
@@ -334,6 +363,16 @@ export class CoordinatorService implements OnApplicationShutdown {
     } finally {
       armResend();
     }
+  }
+
+  /** Answers to a first send are answer-time samples; after a resend they may answer either send (Karn). */
+  private noteFirstSend(txId: string, cause: string, at: number, sends: ProtocolMessage[]): void {
+    if (cause === 'resend') {
+      this.firstSends.delete(txId);
+      return;
+    }
+    if (this.firstSends.size >= FIRST_SENDS_AT_MOST) this.firstSends.clear();
+    this.firstSends.set(txId, { at, answer: sends[0].type === 'prepare' ? 'vote' : 'ack' });
   }
 }
 

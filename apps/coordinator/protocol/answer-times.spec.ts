@@ -1,0 +1,39 @@
+import { AnswerTimes } from './answer-times';
+
+describe('AnswerTimes', () => {
+  it('has no timeout before the first answer, then the answer time and its variation (RFC 6298)', () => {
+    const t = new AnswerTimes();
+    expect(t.timeoutMs()).toBe(0);
+    t.observe(100);
+    expect(t.timeoutMs()).toBe(100 + 4 * 50);
+    t.observe(100);
+    // variation 0.75 * 50 + 0.25 * 0; smoothed stays 100
+    expect(t.timeoutMs()).toBeCloseTo(100 + 4 * 37.5);
+  });
+
+  it('follows answers that slow down under load and speed up after it, with steady answers near their time', () => {
+    const t = new AnswerTimes();
+    for (let i = 0; i < 200; i++) t.observe(20);
+    expect(t.timeoutMs()).toBeGreaterThanOrEqual(20);
+    expect(t.timeoutMs()).toBeLessThan(21);
+    for (let i = 0; i < 200; i++) t.observe(5000);
+    expect(t.timeoutMs()).toBeGreaterThanOrEqual(4990);
+    expect(t.timeoutMs()).toBeLessThan(5100);
+    for (let i = 0; i < 200; i++) t.observe(30);
+    expect(t.timeoutMs()).toBeLessThan(40);
+  });
+
+  it('widens with jitter: answers between 10 and 90 ms give a timeout above the slowest', () => {
+    const t = new AnswerTimes();
+    for (let i = 0; i < 500; i++) t.observe(i % 2 ? 10 : 90);
+    expect(t.timeoutMs()).toBeGreaterThan(90);
+    expect(t.timeoutMs()).toBeLessThan(300);
+  });
+
+  it('ignores samples that are not a time', () => {
+    const t = new AnswerTimes();
+    t.observe(NaN);
+    t.observe(-5);
+    expect(t.timeoutMs()).toBe(0);
+  });
+});

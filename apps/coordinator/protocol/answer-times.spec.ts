@@ -30,6 +30,26 @@ describe('AnswerTimes', () => {
     expect(t.timeoutMs()).toBeLessThan(300);
   });
 
+  it('doubles on each resend up to the cap, and the next sample ends the back-off', () => {
+    const t = new AnswerTimes();
+    t.backOff(150, 1000);
+    expect(t.timeoutMs()).toBe(300);
+    t.backOff(150, 1000);
+    expect(t.timeoutMs()).toBe(600);
+    t.backOff(150, 1000);
+    expect(t.timeoutMs()).toBe(1000);
+    t.observe(40);
+    expect(t.timeoutMs()).toBe(40 + 4 * 20);
+  });
+
+  it('allows steady answers at least the margin beyond their time', () => {
+    const t = new AnswerTimes(500);
+    for (let i = 0; i < 50; i++) t.observe(20);
+    expect(t.timeoutMs()).toBe(520);
+    for (let i = 0; i < 50; i++) t.observe(i % 2 ? 100 : 900);
+    expect(t.timeoutMs()).toBeGreaterThan(900);
+  });
+
   it('ignores samples that are not a time', () => {
     const t = new AnswerTimes();
     t.observe(NaN);

@@ -5,15 +5,22 @@
  * before which an answer is not yet overdue. Under overload answers take seconds, and resending
  * after the fixed first interval (500 ms) doubled the messages that made them late: at concurrency
  * 256 half the prepares were resends and throughput fell to a quarter. Only answers to a first
- * send are samples (Karn): an answer after a resend may be to either send.
+ * send are samples (Karn): an answer after a resend may be to either send. So that answers slower
+ * than the first resend interval are ever sampled, each resend doubles the timeout until the next
+ * sample (TCP's back-off, kept for the following sends).
  */
 export class AnswerTimes {
+  /** `marginMs`: the least an answer may be late beyond the smoothed time (RFC 6298's G; here the first resend interval). */
+  constructor(private readonly marginMs = 0) {}
+
   private smoothed: number | null = null;
   private variation = 0;
+  private backedOff = 0;
 
   /** One answer `ms` after the send it answers. */
   observe(ms: number): void {
     if (!Number.isFinite(ms) || ms < 0) return;
+    this.backedOff = 0;
     if (this.smoothed === null) {
       this.smoothed = ms;
       this.variation = ms / 2;
@@ -23,8 +30,14 @@ export class AnswerTimes {
     this.smoothed = 0.875 * this.smoothed + 0.125 * ms;
   }
 
-  /** How long after a send its answer is overdue; 0 before the first sample. */
+  /** A resend went out: the timeout doubles (from at least `floorMs`, to at most `capMs`) until the next sample. */
+  backOff(floorMs: number, capMs: number): void {
+    this.backedOff = Math.min(capMs, 2 * Math.max(this.timeoutMs(), floorMs));
+  }
+
+  /** How long after a send its answer is overdue; 0 before the first sample or resend. */
   timeoutMs(): number {
-    return this.smoothed === null ? 0 : this.smoothed + 4 * this.variation;
+    const estimate = this.smoothed === null ? 0 : this.smoothed + Math.max(this.marginMs, 4 * this.variation);
+    return Math.max(estimate, this.backedOff);
   }
 }

@@ -57,9 +57,9 @@ export class CoordinatorService implements OnApplicationShutdown {
   /** Timer-fired steps wait here for a turn (see TIMER_STEPS_AT_ONCE). */
   private readonly timerSteps = pLimit(TIMER_STEPS_AT_ONCE);
   /** How long answers take lately; a resend waits until its answer is overdue (see resendWait). */
-  private readonly answerTimes = new AnswerTimes();
-  /** Per transaction, when this process last sent a step's messages other than a resend, and what answers them. */
-  private readonly firstSends = new Map<string, { at: number; answer: 'vote' | 'ack' }>();
+  private readonly answerTimes: AnswerTimes;
+  /** Per transaction, when this process last sent a step's messages, what answers them, and whether they went out before. */
+  private readonly firstSends = new Map<string, { at: number; answer: 'vote' | 'ack'; repeated: boolean }>();
 
   constructor(
     private readonly log: DecisionLog,
@@ -69,6 +69,7 @@ export class CoordinatorService implements OnApplicationShutdown {
     private readonly metrics: MetricsService,
   ) {
     this.engine = { resendInitialMs: config.resendInitialMs, resendMaxMs: config.resendMaxMs };
+    this.answerTimes = new AnswerTimes(config.resendInitialMs);
     this.crash = new CoordinatorCrashHooks(config.testCrashAt);
     this.logger.setContext('coordinator');
   }
@@ -184,7 +185,7 @@ export class CoordinatorService implements OnApplicationShutdown {
     this.metrics.onReceived(m.type);
     this.resendBudget.onReceived();
     const first = this.firstSends.get(m.txId);
-    if (first && first.answer === m.type) {
+    if (first && !first.repeated && first.answer === m.type) {
       this.answerTimes.observe(Date.now() - first.at);
       this.metrics.onAnswerTimeout(this.answerTimes.timeoutMs());
     }
@@ -267,13 +268,15 @@ export class CoordinatorService implements OnApplicationShutdown {
    */
   private resendWait(txId: string, interval: number): number {
     const first = this.firstSends.get(txId);
-    const overdueAt = first ? first.at + Math.min(this.answerTimes.timeoutMs(), this.engine.resendMaxMs) : 0;
+    const overdueAt = first && !first.repeated ? first.at + Math.min(this.answerTimes.timeoutMs(), this.engine.resendMaxMs) : 0;
     const now = Date.now();
     if (overdueAt > now) {
       this.metrics.onResendPostponed();
       return overdueAt - now;
     }
-    return this.postponeResend(txId) ? interval : 0;
+    if (this.postponeResend(txId)) return interval;
+    this.answerTimes.backOff(this.engine.resendInitialMs, this.engine.resendMaxMs);
+    return 0;
   }
 
   private postponeResend(txId: string): boolean {
@@ -365,14 +368,16 @@ export class CoordinatorService implements OnApplicationShutdown {
     }
   }
 
-  /** Answers to a first send are answer-time samples; after a resend they may answer either send (Karn). */
+  /**
+   * Answers to a first send are answer-time samples. Once a kind of message has gone out twice
+   * (a resend, or a decision sent again for a duplicate vote) its answers may be to either send,
+   * so they are none (Karn's rule).
+   */
   private noteFirstSend(txId: string, cause: string, at: number, sends: ProtocolMessage[]): void {
-    if (cause === 'resend') {
-      this.firstSends.delete(txId);
-      return;
-    }
+    const answer = sends[0].type === 'prepare' ? 'vote' : 'ack';
+    const repeated = cause === 'resend' || this.firstSends.get(txId)?.answer === answer;
     if (this.firstSends.size >= FIRST_SENDS_AT_MOST) this.firstSends.clear();
-    this.firstSends.set(txId, { at, answer: sends[0].type === 'prepare' ? 'vote' : 'ack' });
+    this.firstSends.set(txId, { at, answer, repeated });
   }
 }
 

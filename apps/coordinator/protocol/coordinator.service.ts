@@ -23,8 +23,8 @@ const MAX_POSTPONED = 4;
  * to be retried by the sweep. One group-commit statement's worth at a time keeps the log busy.
  */
 const TIMER_STEPS_AT_ONCE = 256;
-/** First sends remembered for answer-time samples at most (a sample lost is harmless). */
-const FIRST_SENDS_AT_MOST = 100_000;
+/** Sends remembered for answer-time samples at most (a sample lost is harmless). */
+const LAST_SENDS_AT_MOST = 100_000;
 
 /** An event without its time: the driver stamps `now` under the transaction's lock. */
 export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
@@ -58,8 +58,8 @@ export class CoordinatorService implements OnApplicationShutdown {
   private readonly timerSteps = pLimit(TIMER_STEPS_AT_ONCE);
   /** How long answers take lately; a resend waits until its answer is overdue (see resendWait). */
   private readonly answerTimes: AnswerTimes;
-  /** Per transaction, when this process last sent a step's messages, what answers them, and whether they went out before. */
-  private readonly firstSends = new Map<string, { at: number; answer: 'vote' | 'ack'; repeated: boolean }>();
+  /** Per transaction, when this process last sent a step's messages, their type, and whether that type went out before. */
+  private readonly lastSends = new Map<string, { at: number; type: ProtocolMessage['type']; repeated: boolean }>();
 
   constructor(
     private readonly log: DecisionLog,
@@ -184,9 +184,10 @@ export class CoordinatorService implements OnApplicationShutdown {
     if (this.intakeClosed) throw new Error('coordinator shutting down: message left for redelivery');
     this.metrics.onReceived(m.type);
     this.resendBudget.onReceived();
-    const first = this.firstSends.get(m.txId);
-    if (first && !first.repeated && first.answer === m.type) {
-      this.answerTimes.observe(Date.now() - first.at);
+    const sent = this.lastSends.get(m.txId);
+    const answers = sent && (m.type === 'vote' ? sent.type === 'prepare' : m.type === 'ack' && m.of === sent.type);
+    if (answers && !sent.repeated) {
+      this.answerTimes.observe(Date.now() - sent.at);
       this.metrics.onAnswerTimeout(this.answerTimes.timeoutMs());
     }
     const log = { txId: m.txId, participant: m.participant, type: m.type };
@@ -259,16 +260,17 @@ export class CoordinatorService implements OnApplicationShutdown {
    * by the answer times lately seen (AnswerTimes, at most TX_RESEND_MAX_MS after the send).
    * The coordinator's inbox (its Kafka partitions) may also hold a backlog, with the votes and acks
    * a resend would ask for already in it: a resend then waits one more interval, at most
-   * MAX_POSTPONED times in a row. A message really lost is still resent, only later. Beyond that, resends of all transactions
-   * together keep within a budget that follows the rate of answers (ResendBudget), so they never
-   * outgrow the traffic that is getting through. While the inbox cannot be read at all (the
-   * Kafka consumer joining its group, as after a restart, or rebalancing), every resend waits: no
-   * answer could be read, and after a crash with thousands in flight the resends would bury the
-   * first sends of recovery.
+   * MAX_POSTPONED times in a row. A message really lost is still resent, only later. Beyond that,
+   * resends of all transactions together keep within a budget that follows the rate of answers
+   * (ResendBudget), so they never outgrow the traffic that is getting through. While the inbox
+   * cannot be read at all (the Kafka consumer joining its group, as after a restart, or
+   * rebalancing), every resend waits: no answer could be read, and after a crash with thousands in
+   * flight the resends would bury the first sends of recovery. A resend that goes backs the answer
+   * timeout off (AnswerTimes.backOff).
    */
   private resendWait(txId: string, interval: number): number {
-    const first = this.firstSends.get(txId);
-    const overdueAt = first && !first.repeated ? first.at + Math.min(this.answerTimes.timeoutMs(), this.engine.resendMaxMs) : 0;
+    const sent = this.lastSends.get(txId);
+    const overdueAt = sent && !sent.repeated ? sent.at + Math.min(this.answerTimes.timeoutMs(), this.engine.resendMaxMs) : 0;
     const now = Date.now();
     if (overdueAt > now) {
       this.metrics.onResendPostponed();
@@ -323,7 +325,7 @@ export class CoordinatorService implements OnApplicationShutdown {
       if (e.type === 'clear-timers') {
         this.timers.clear(txId);
         this.postponed.delete(txId);
-        this.firstSends.delete(txId);
+        this.lastSends.delete(txId);
       }
       if (e.type === 'set-timer') {
         const fire = (attempt: number) => {
@@ -357,11 +359,12 @@ export class CoordinatorService implements OnApplicationShutdown {
     const sentAt = Date.now();
     try {
       await this.transport.send(sends, routesOf(state));
-      this.noteFirstSend(txId, cause, sentAt, sends);
+      this.noteSend(txId, cause, sentAt, sends);
       this.logger.info({ txId, sent: sends.map((m) => `${m.type}:${m.participant}`) }, 'messages sent');
     } catch (err) {
       // Not lost: the resend timer of this step sends again with backoff.
       this.metrics.onSendFailed();
+      this.lastSends.delete(txId); // nothing on its way to wait for
       this.logger.warn({ txId, err: String(err) }, 'send failed; will resend');
     } finally {
       armResend();
@@ -369,15 +372,15 @@ export class CoordinatorService implements OnApplicationShutdown {
   }
 
   /**
-   * Answers to a first send are answer-time samples. Once a kind of message has gone out twice
+   * Answers to the first send of a type are answer-time samples. Once a type has gone out twice
    * (a resend, or a decision sent again for a duplicate vote) its answers may be to either send,
    * so they are none (Karn's rule).
    */
-  private noteFirstSend(txId: string, cause: string, at: number, sends: ProtocolMessage[]): void {
-    const answer = sends[0].type === 'prepare' ? 'vote' : 'ack';
-    const repeated = cause === 'resend' || this.firstSends.get(txId)?.answer === answer;
-    if (this.firstSends.size >= FIRST_SENDS_AT_MOST) this.firstSends.clear();
-    this.firstSends.set(txId, { at, answer, repeated });
+  private noteSend(txId: string, cause: string, at: number, sends: ProtocolMessage[]): void {
+    const type = sends[0].type;
+    const repeated = cause === 'resend' || this.lastSends.get(txId)?.type === type;
+    if (this.lastSends.size >= LAST_SENDS_AT_MOST) this.lastSends.clear();
+    this.lastSends.set(txId, { at, type, repeated });
   }
 }
 

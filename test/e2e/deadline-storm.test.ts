@@ -8,6 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
+import { seedInFlight } from '../../tools/support/in-flight';
 import { startCoordinator, TestCoordinator } from '../support/coordinator';
 import { dropCreatedDatabases } from '../support/postgres';
 import { eventually, freePort } from '../support/processes';
@@ -35,19 +36,7 @@ afterAll(async () => {
 describe('a deadline storm', () => {
   it('aborts every transaction by its own timer, none left to the sweep', async () => {
     const nowhere = `http://127.0.0.1:${await freePort()}`;
-    const { rows } = await db.query(
-      `INSERT INTO tx_transaction (id, protocol, state, timeout_ms, metadata, created_at, deadline, updated_at)
-       SELECT gen_random_uuid(), '2pc', 'preparing', 60000, '{}', now(), now() + interval '10 s', now()
-         FROM generate_series(1, $1)
-       RETURNING id`,
-      [IN_FLIGHT],
-    );
-    const ids = rows.map((r: { id: string }) => r.id);
-    await db.query(
-      `INSERT INTO tx_participant (tx_id, name, position, payload, url, pre_committed, acked, tx_created_at)
-       SELECT id, 'ghost', 0, '{}', $2, false, false, now() FROM unnest($1::uuid[]) AS id`,
-      [ids, nowhere],
-    );
+    const ids = await seedInFlight(db, IN_FLIGHT, [{ name: 'ghost', url: nowhere }], 10);
     await coordinator.restart();
     const before = await db.query(`SELECT count(*)::int AS n FROM tx_transaction WHERE outcome IS NULL AND id = ANY($1::uuid[])`, [ids]);
     expect(before.rows[0].n).toBe(IN_FLIGHT); // recovered before their deadline: the timers are what aborts them

@@ -7,6 +7,7 @@
  * them), and to all of them committed; and how many were committed along the way.
  */
 import { Client } from 'pg';
+import { seedInFlight } from '../support/in-flight';
 import { Cluster } from './cluster';
 import { ProcessSampler } from './stats';
 
@@ -29,22 +30,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
   const db = new Client({ connectionString: cluster.coordinatorDatabaseUrl });
   await db.connect();
   try {
-    const ids = (
-      await db.query(
-        `INSERT INTO tx_transaction (id, protocol, state, timeout_ms, metadata, created_at, deadline, updated_at)
-         SELECT gen_random_uuid(), '2pc', 'preparing', 60000, '{}', now(), now() + interval '60 s', now()
-           FROM generate_series(1, $1)
-         RETURNING id`,
-        [inFlight],
-      )
-    ).rows.map((r: { id: string }) => r.id);
-    for (const [position, p] of cluster.participants.entries()) {
-      await db.query(
-        `INSERT INTO tx_participant (tx_id, name, position, payload, url, pre_committed, acked, tx_created_at)
-         SELECT id, $2, $3, '{}', $4, false, false, now() FROM unnest($1::uuid[]) AS id`,
-        [ids, p.name, position, p.url],
-      );
-    }
+    const ids = await seedInFlight(db, inFlight, cluster.participants, 60);
     const started = Date.now();
     const restart = cluster.coordinator.start();
     // start() has spawned the process: sampled from now, so memory during start-up recovery counts.

@@ -94,8 +94,9 @@ function runCoordinator(env: Record<string, string>): Promise<{ code: number | n
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
   const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  // 'close', not 'exit': only then has all of its output been read.
   return new Promise((resolve) =>
-    child.once('exit', (code) => {
+    child.once('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr, ms: Date.now() - started });
     }),

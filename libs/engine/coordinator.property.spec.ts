@@ -2,8 +2,9 @@
  * Whole-world property test of the coordinator engine (CONTRACT section 4), for 2PC and for 3PC.
  *
  * The real engine (`begin`/`step`, no mocks) runs inside a simulated world:
- *  - a driver that carries out effects the way the coordinator process must: the persists of a
- *    step are made durable first (one database transaction), then the sends leave one by one;
+ *  - a driver that carries out effects the way the coordinator process must: the sends placed
+ *    before a step's persist (prepares) leave first, then the persist is made durable (one
+ *    database transaction), then the sends after it leave one by one;
  *    what a step only remembers (votes and acks that decide nothing) is lost in a crash;
  *    timers are in memory, `set-timer` replaces the timer of that kind, `clear-timers` drops both;
  *  - a client that requests commit or abort and enlists participants (also when no longer active,
@@ -15,8 +16,9 @@
  *    repeat their vote on a duplicate prepare, send status-request while in doubt;
  *  - a clock that only moves forward; timers fire at or after their time, resends with the attempt
  *    counting up from the last progress;
- *  - coordinator crashes between steps and inside a step (before its persist: no trace at all;
- *    after its persist: the list of sends cut anywhere). A crash throws away every in-memory state
+ *  - coordinator crashes between steps and inside a step (before its persist: nothing durable, and
+ *    of the sends placed ahead of it any number gone out; after its persist: the list of sends cut
+ *    anywhere). A crash throws away every in-memory state
  *    and timer; a restart loads the last persisted state of every transaction and feeds
  *    `recovered` to each unfinished one (and a restart's own steps can be cut by a crash too).
  *
@@ -49,7 +51,7 @@ import { begin, step, Effect, EngineConfig, Outcome, StepResult, TxEvent, TxStat
 // ---------------------------------------------------------------------------------------------
 // Generated inputs
 
-type Fault = null | { cut: 'before-persist' } | { cut: 'after-persist'; sends: number };
+type Fault = null | { cut: 'before-persist'; sends: number } | { cut: 'after-persist'; sends: number };
 
 interface TxSpec {
   /** Planned votes of the participants listed at begin (1-4). */
@@ -110,7 +112,7 @@ const worldArb = (protocol: CommitProtocol): fc.Arbitrary<WorldSpec> => fc.recor
 
 const faultArb: fc.Arbitrary<Fault> = fc.oneof(
   { weight: 24, arbitrary: fc.constant(null) },
-  { weight: 1, arbitrary: fc.constant({ cut: 'before-persist' as const }) },
+  { weight: 1, arbitrary: fc.nat({ max: 4 }).map((sends) => ({ cut: 'before-persist' as const, sends })) },
   { weight: 2, arbitrary: fc.nat({ max: 4 }).map((sends) => ({ cut: 'after-persist' as const, sends })) },
 );
 
@@ -251,21 +253,30 @@ class World {
   }
 
   carryOut(tx: Tx, event: TxEvent, r: StepResult, fault: Fault): void {
-    // The documented order: every persist of a step comes before any send of it.
-    const firstSend = r.effects.findIndex((e) => e.type === 'send');
+    // The documented order: only a prepare is placed before a persist (it may leave while the
+    // persist is made durable); every other send comes after the step's persists.
+    const firstPersist = r.effects.findIndex((e) => e.type === 'persist');
     const lastPersist = r.effects.map((e) => e.type).lastIndexOf('persist');
-    if (firstSend >= 0 && lastPersist > firstSend) this.fail(`persist after a send in one step: ${r.effects.map(effectName)}`);
-
+    r.effects.forEach((e, i) => {
+      if (e.type === 'send' && i < lastPersist && (e.message.type !== 'prepare' || i > firstPersist)) {
+        this.fail(`${e.message.type} placed before a persist in one step: ${r.effects.map(effectName)}`);
+      }
+    });
+    const ahead = firstPersist < 0 ? [] : r.effects.slice(0, firstPersist).filter((e): e is Extract<Effect, { type: 'send' }> => e.type === 'send');
     if (fault?.cut === 'before-persist') {
+      // Some of the prepares sent ahead got out; the persist never became durable.
+      ahead.slice(0, fault.sends).forEach((e) => this.send(tx, e.message));
       stats.cutSteps++;
       this.crash('before the persist');
       return;
     }
+    ahead.forEach((e) => this.send(tx, e.message));
     const persists = r.effects.filter((e): e is Extract<Effect, { type: 'persist' }> => e.type === 'persist');
     if (persists.length > 0) this.makeDurable(tx, persists[persists.length - 1].state);
 
     let sendsLeft = fault?.cut === 'after-persist' ? fault.sends : Infinity;
-    for (const e of r.effects) {
+    for (const [i, e] of r.effects.entries()) {
+      if (i < firstPersist) continue; // sent ahead
       switch (e.type) {
         case 'persist':
         case 'remember':

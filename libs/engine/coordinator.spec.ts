@@ -1,4 +1,4 @@
-import { begin, step, assertStep, TxState, Effect, StepResult, InvariantViolation, resendDelay, DEFAULT_ENGINE_CONFIG } from './index';
+import { begin, step, sendsOf, assertStep, TxState, Effect, StepResult, InvariantViolation, resendDelay, DEFAULT_ENGINE_CONFIG } from './index';
 
 const ID = '9b2f0c1e-1111-4222-8333-444455556666';
 const T0 = Date.UTC(2026, 0, 1);
@@ -29,13 +29,26 @@ describe('2PC coordinator engine', () => {
     expect(r.error?.code).toBe('invalid');
   });
 
-  it('commit-requested persists preparing before sending prepare to everyone', () => {
+  it('commit-requested sends prepare to everyone ahead of persisting preparing (presumed abort needs nothing durable first)', () => {
     const r = step(started(), { type: 'commit-requested', now: T0 + 1 });
     expect(r.state.phase).toBe('preparing');
-    expect(types(r)).toEqual(['persist', 'send', 'send', 'set-timer']);
+    expect(types(r)).toEqual(['send', 'send', 'persist', 'set-timer']);
     expect(sends(r)).toEqual(['prepare:inventory', 'prepare:payments']);
-    const prepare = r.effects[1] as Extract<Effect, { type: 'send' }>;
+    const prepare = r.effects[0] as Extract<Effect, { type: 'send' }>;
     expect(prepare.message).toMatchObject({ payload: { n: 'inventory' }, deadline: new Date(T0 + 1000).toISOString() });
+    const { ahead, afterPersist } = sendsOf(r);
+    expect(ahead.map((m) => `${m.type}:${m.participant}`)).toEqual(['prepare:inventory', 'prepare:payments']);
+    expect(afterPersist).toEqual([]);
+  });
+
+  it('sends a decision only after its persist (sendsOf), and a step without a persist has nothing to wait for', () => {
+    let s = preparing(['a', 'b']);
+    s = step(s, { type: 'vote', participant: 'a', vote: 'yes', now: T0 }).state;
+    const decided = step(s, { type: 'vote', participant: 'b', vote: 'yes', now: T0 });
+    expect(sendsOf(decided).ahead).toEqual([]);
+    expect(sendsOf(decided).afterPersist.map((m) => m.type)).toEqual(['commit', 'commit']);
+    const resent = step(preparing(['a']), { type: 'resend', attempt: 0, now: T0 });
+    expect(sendsOf(resent)).toEqual({ ahead: [], afterPersist: [expect.objectContaining({ type: 'prepare' })] });
   });
 
   it('commits when every vote is yes: decision persisted, then commit sent to all', () => {
@@ -179,5 +192,7 @@ describe('2PC coordinator engine', () => {
     expect(() => assertStep(undecided, s, commitMsg)).toThrow(/sent before it was persisted/);
     expect(() => assertStep(undecided, undecided, commitMsg)).toThrow(/commit sent without a commit outcome/);
     expect(() => assertStep(undecided, s, [{ type: 'remember', state: s }])).toThrow(/move from preparing to committing not persisted/);
+    // Only a prepare may go ahead of a persist, even of a decision made earlier.
+    expect(() => assertStep(s, s, [...commitMsg, { type: 'persist', state: s }])).toThrow(/commit placed before the step's persist/);
   });
 });

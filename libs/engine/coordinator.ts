@@ -91,11 +91,15 @@ function commitRequested(s: TxState, now: number, config: EngineConfig): StepRes
   if (s.phase !== 'active') return unchanged(s);
   if (s.participants.length === 0) return decide(s, 'commit', null, now, config);
   const next: TxState = { ...s, phase: 'preparing' };
+  // The prepares come before the persist: they may leave while `preparing` is being saved, which
+  // takes that save off the commit's latency. Presumed abort keeps this safe: until a commit
+  // decision is durable, every way the transaction can end is abort (a crash before the save
+  // leaves it active, and its deadline aborts it and tells every participant).
   return {
     state: next,
     effects: [
-      persist(next),
       ...next.participants.map((p): Effect => ({ type: 'send', message: prepareMessage(next, p, now) })),
+      persist(next),
       resendTimer(now, 0, config),
     ],
   };
@@ -269,6 +273,21 @@ function persist(state: TxState): Effect {
 /** A vote or acknowledgement that decides nothing: only a decision must be durable before it leaves. */
 function remember(state: TxState): Effect {
   return { type: 'remember', state };
+}
+
+/**
+ * A step's messages: `ahead` may leave while its persist is being made durable (those placed
+ * before it), `afterPersist` only once it is. A step without a persist has nothing to wait for:
+ * all its messages are `afterPersist`.
+ */
+export function sendsOf(r: StepResult): { ahead: CoordinatorToParticipant[]; afterPersist: CoordinatorToParticipant[] } {
+  const firstPersist = r.effects.findIndex((e) => e.type === 'persist');
+  const ahead: CoordinatorToParticipant[] = [];
+  const afterPersist: CoordinatorToParticipant[] = [];
+  r.effects.forEach((e, i) => {
+    if (e.type === 'send') (i < firstPersist ? ahead : afterPersist).push(e.message);
+  });
+  return { ahead, afterPersist };
 }
 
 /** How the driver must keep a step's new state: durably, in memory, or not at all (nothing changed). */

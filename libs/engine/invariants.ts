@@ -12,8 +12,9 @@ const FINAL = new Set(['committed', 'aborted']);
 
 /**
  * Checked after every step: the outcome never changes once set, commit only with every vote yes,
- * decision messages agree with the outcome, a step that decides persists before it sends, and a
- * change of phase or outcome is persisted (never only remembered).
+ * decision messages agree with the outcome, a step that decides persists before it sends, only a
+ * prepare goes ahead of a persist, and a change of phase or outcome is persisted (never only
+ * remembered).
  */
 export function assertStep(before: TxState | null, after: TxState, effects: Effect[]): void {
   const fail = (what: string) => {
@@ -37,6 +38,10 @@ export function assertStep(before: TxState | null, after: TxState, effects: Effe
     if (t === 'prepare' && after.outcome !== null) fail('prepare sent after the decision');
     if (t === 'pre-commit' && (after.protocol !== '3pc' || after.outcome !== 'commit')) fail('pre-commit sent without a 3PC commit outcome');
   }
+  // Only a prepare may leave before the step's persist is durable (see Effect).
+  effects.forEach((e, i) => {
+    if (e.type === 'send' && i < lastPersist && e.message.type !== 'prepare') fail(`${e.message.type} placed before the step's persist`);
+  });
   const decidedNow = after.outcome !== null && before?.outcome !== after.outcome;
   if (decidedNow && firstSend >= 0 && (lastPersist < 0 || lastPersist > firstSend)) {
     fail('decision sent before it was persisted');

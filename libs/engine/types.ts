@@ -60,7 +60,10 @@ export type TxEvent =
 
 /**
  * What the driver must do, in this order: every `persist` is made durable (one database
- * transaction for the step) before any `send` leaves the process — the write-ahead rule.
+ * transaction for the step) before any `send` placed after it leaves the process — the
+ * write-ahead rule. A `send` placed before the persist may leave while it is being made durable:
+ * only a `prepare` is ever placed there (presumed abort needs nothing durable before a prepare, as
+ * a transaction without a durable commit decision aborts whatever its participants voted).
  * A `remember` is a change the driver may keep in memory only (a yes vote or an acknowledgement
  * that decides nothing): were it lost in a crash, recovery asks for it again, because what is
  * durable still names that participant as silent. Every change of phase or outcome is a `persist`.

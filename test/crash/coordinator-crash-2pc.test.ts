@@ -4,7 +4,8 @@
  * durable. The coordinator kills itself at the exact step through the test-only TX_TEST_CRASH_AT
  * hook; the participants are the example inventory service over the Kafka test broker.
  */
-import { CoordinatorCrashCase, coordinatorCrash, CrashSnapshot, CrashWorld, runName, startWorld, stopWorld } from '../support/crash';
+import { CoordinatorCrashCase, coordinatorCrash, CrashSnapshot, CrashWorld, participantStates, runName, startWorld, stopWorld } from '../support/crash';
+import { eventually } from '../support/processes';
 
 const NAMES = ['inventory', 'payments', 'shipping'];
 let w: CrashWorld;
@@ -14,6 +15,14 @@ afterAll(() => stopWorld(w), 30_000);
 const prepared = (at: CrashSnapshot) => expect(Object.values(at.participants)).toEqual(['prepared', 'prepared', 'prepared']);
 
 const cases: [string, CoordinatorCrashCase][] = [
+  ['after the prepares left, before `preparing` was durable (they go ahead of its save): the log says active, so the deadline aborts it and tells the prepared participants', {
+    protocol: '2pc', point: 'before-preparing-persist', timeoutMs: 3000, undecided: 'abort',
+    atCrash: (at) => expect(at.coordinator).toEqual({ state: 'active', outcome: null }),
+    // The prepares were out: every participant prepares (and votes into the void) while the coordinator is down.
+    whileDown: async (w, txId) => {
+      await eventually(() => participantStates(w, txId), (s) => Object.values(s).every((x) => x === 'prepared'), 20_000, 'participants to prepare');
+    },
+  }],
   ['before the decision (one vote recorded, in memory only): recovery asks every participant again and commits', {
     protocol: '2pc', point: 'after-vote-recorded', timeoutMs: 20_000, undecided: 'commit',
     atCrash: (at) => expect(at.coordinator).toEqual({ state: 'preparing', outcome: null }),

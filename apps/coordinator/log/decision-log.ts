@@ -133,12 +133,14 @@ export class DecisionLog {
    * and `change` sees it in the following steps until one saves (with it) a change that must be
    * durable. With `writeBack` the step reads the log first, and a held change is saved even if the
    * step changes nothing (the resends of a slow transaction, so that what lingers is in the log
-   * for operators and other replicas).
+   * for operators and other replicas). With `readLogIf`, a cached state it says is stale is read
+   * from the log again.
    */
   update<T>(
-    id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T }, options: { writeBack?: boolean } = {},
+    id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T },
+    options: { writeBack?: boolean; readLogIf?: (cached: TxState) => boolean } = {},
   ): Promise<{ result: T } | null> {
-    return this.guard(() => this.updateNow(id, change, options.writeBack ?? false));
+    return this.guard(() => this.updateNow(id, change, options.writeBack ?? false, options.readLogIf));
   }
 
   list(q: ListQuery): Promise<TxState[]> {
@@ -224,10 +226,11 @@ export class DecisionLog {
 
   private updateNow<T>(
     id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T }, writeBack: boolean,
+    readLogIf?: (cached: TxState) => boolean,
   ): Promise<{ result: T } | null> {
     return this.steps.run(id, async () => {
       for (let attempt = 1; ; attempt++) {
-        const current = await this.current(id, writeBack);
+        const current = await this.current(id, writeBack, readLogIf);
         if (!current) return null;
         const { next, hold, result } = change(current.state);
         if (next && hold && !writeBack) {
@@ -252,12 +255,13 @@ export class DecisionLog {
 
   /**
    * The transaction as this process steps it: as cached (with its held change, if any) when the
-   * log was seen at the cached version recently and `fromLog` is not asked for; else read from the
-   * log. A held change whose row has moved on (another replica stepped it) is dropped.
+   * log was seen at the cached version recently and neither `fromLog` nor `readLogIf` asks for the
+   * log; else read from the log. A held change whose row has moved on (another replica stepped
+   * it) is dropped.
    */
-  private async current(id: string, fromLog: boolean): Promise<CachedTx | null> {
+  private async current(id: string, fromLog: boolean, readLogIf?: (cached: TxState) => boolean): Promise<CachedTx | null> {
     const cached = this.cache.get(id);
-    if (cached && !fromLog && this.cache.trusted(cached)) return cached;
+    if (cached && !fromLog && this.cache.trusted(cached) && !readLogIf?.(cached.state)) return cached;
     const checkedAt = Date.now();
     const read = await this.read(id);
     if (!read) {

@@ -2,7 +2,7 @@ import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { PinoLogger } from 'nestjs-pino';
 import { EventEmitter } from 'node:events';
 import pLimit from 'p-limit';
-import { begin, BeginInput, EngineConfig, keptAs, step, StepResult, TxEvent, TxState } from '../../../libs/engine';
+import { begin, BeginInput, EngineConfig, keptAs, sendsOf, step, StepResult, TxEvent, TxState } from '../../../libs/engine';
 import { ProtocolMessage } from '../../../libs/protocol';
 import { MessageTransport } from '../../../libs/transport/transport';
 import { CONFIG, CoordinatorConfig } from '../config/config';
@@ -23,8 +23,21 @@ const MAX_POSTPONED = 4;
  * to be retried by the sweep. One group-commit statement's worth at a time keeps the log busy.
  */
 const TIMER_STEPS_AT_ONCE = 256;
+/**
+ * A vote that finds its transaction still active is stepped once more after this long: it
+ * overtook the save of `preparing` (the prepares leave ahead of it, perhaps from another replica).
+ */
+const VOTE_AGAIN_AFTER_MS = 100;
 /** Sends remembered for answer-time samples at most (a sample lost is harmless). */
 const LAST_SENDS_AT_MOST = 100_000;
+
+/** Messages a step sent ahead of its persist (see sendAhead): when they left, and whether they got out. */
+interface SentAhead {
+  at: number;
+  messages: ProtocolMessage[];
+  /** Rejects with the send's error. */
+  done: Promise<void>;
+}
 
 /** An event without its time: the driver stamps `now` under the transaction's lock. */
 export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<E, 'now'> : never) : never;
@@ -32,9 +45,10 @@ export type TimelessEvent = TxEvent extends infer E ? (E extends TxEvent ? Omit<
 /**
  * The driver of the engine. For each event: read the transaction from the decision log, step the
  * engine, save the new state and commit; only then send the messages and set the timers the step
- * asked for. That order is the write-ahead rule: a decision is durable before it leaves. What the
- * engine only remembers (votes and acks that decide nothing) the log holds in memory and writes
- * with the next durable step, or when the transaction's resend timer fires.
+ * asked for. That order is the write-ahead rule: a decision is durable before it leaves. The one
+ * exception is the engine's to make: messages it places before the persist (the prepares) leave
+ * while the save is under way. What the engine only remembers (votes and acks that decide nothing)
+ * the log holds in memory and writes with the next durable step, or when the resend timer fires.
  */
 @Injectable()
 export class CoordinatorService implements OnApplicationShutdown {
@@ -134,14 +148,29 @@ export class CoordinatorService implements OnApplicationShutdown {
 
   private async applyNow(txId: string, event: TimelessEvent): Promise<StepResult | null> {
     let before: TxState | undefined;
-    // A resend means the transaction is slow: the votes or acks held in memory go to the log then.
+    let ahead: SentAhead | undefined;
+    let cutBeforeSave = false;
     const saved = await this.log.update(txId, (state) => {
       before = state;
       const r = step(state, { ...event, now: Date.now() } as TxEvent, this.engine);
       const kept = keptAs(r);
       this.crash.beforePersist(state, r);
-      return { next: kept ? r.state : null, hold: kept === 'remember', result: r };
-    }, { writeBack: event.type === 'resend' });
+      cutBeforeSave = this.crash.cutBeforeSave(state, r);
+      // Called again when the save lost a race with another replica: sent again then (harmless).
+      ahead = this.sendAhead(txId, r);
+      return { next: kept && !cutBeforeSave ? r.state : null, hold: kept === 'remember', result: r };
+    }, {
+      // A resend means the transaction is slow: the votes or acks held in memory go to the log then.
+      writeBack: event.type === 'resend',
+      // A vote for a transaction known here as active answers a prepare that left from another
+      // replica, or ahead of its save: the log may have moved on since this process last saw it.
+      readLogIf: event.type === 'vote' ? (s) => s.phase === 'active' : undefined,
+    });
+    if (cutBeforeSave) {
+      // TEST-ONLY (TX_TEST_CRASH_AT): the prepares got out, the save never happened; the process dies.
+      await ahead?.done.catch(() => undefined);
+      this.crash.hit('before-preparing-persist');
+    }
     if (!saved) return null;
     const r = saved.result;
     if (r.error) return r;
@@ -152,7 +181,7 @@ export class CoordinatorService implements OnApplicationShutdown {
     // them to the transport at once, in step order). Waiting would chain requests over HTTP into a
     // cycle: a participant's vote request would wait for the decision to reach that participant,
     // which is still busy sending the vote. A failed send is the resend timer's to repeat.
-    void this.track(this.carryOut(txId, r, event.type, event.type === 'resend' ? event.attempt + 1 : 0, cut ? () => this.crash.hit(cut) : undefined))
+    void this.track(this.carryOut(txId, r, event.type, event.type === 'resend' ? event.attempt + 1 : 0, cut ? () => this.crash.hit(cut) : undefined, ahead))
       .catch((err) => this.logger.error({ txId, err: String(err) }, 'carrying out a step failed; the sweep will retry'));
     return r;
   }
@@ -194,8 +223,10 @@ export class CoordinatorService implements OnApplicationShutdown {
     switch (m.type) {
       case 'vote': {
         this.logger.info({ ...log, vote: m.vote, reason: m.reason }, 'vote received');
-        const r = await this.apply(m.txId, { type: 'vote', participant: m.participant, vote: m.vote, reason: m.reason });
+        const vote: TimelessEvent = { type: 'vote', participant: m.participant, vote: m.vote, reason: m.reason };
+        const r = await this.apply(m.txId, vote);
         if (!r) this.logger.warn(log, 'vote for an unknown transaction ignored');
+        else if (r.state.phase === 'active') this.voteAgainLater(m.txId, vote);
         return;
       }
       case 'ack':
@@ -218,6 +249,14 @@ export class CoordinatorService implements OnApplicationShutdown {
       default:
         this.logger.warn(log, 'message meant for a participant arrived at the coordinator; ignored');
     }
+  }
+
+  /** Steps a vote once more a little later (see VOTE_AGAIN_AFTER_MS); a resend would ask for it only much later. */
+  private voteAgainLater(txId: string, vote: TimelessEvent): void {
+    setTimeout(() => {
+      if (this.intakeClosed) return;
+      void this.apply(txId, vote).catch((err) => this.logger.warn({ txId, err: String(err) }, 'vote stepped again failed; a resend will ask again'));
+    }, VOTE_AGAIN_AFTER_MS).unref();
   }
 
   /**
@@ -304,13 +343,32 @@ export class CoordinatorService implements OnApplicationShutdown {
     this.timers.clearAll();
   }
 
-  private async carryOut(txId: string, r: StepResult, cause: string, resendAttempt = 0, crashAfterFirstSend?: () => void): Promise<void> {
+  /**
+   * Hands the messages the step placed ahead of its persist (prepares) to the transport at once,
+   * while the log saves the step; carryOut waits for them. None: undefined.
+   */
+  private sendAhead(txId: string, r: StepResult): SentAhead | undefined {
+    if (r.error) return undefined;
+    const { ahead } = sendsOf(r);
+    if (ahead.length === 0) return undefined;
+    const sent: SentAhead = { at: Date.now(), messages: ahead, done: this.transport.send(ahead, routesOf(r.state)) };
+    // Whoever waits for it sees the error; a step whose save failed has no one waiting.
+    void this.track(sent.done).catch(() => undefined);
+    return sent;
+  }
+
+  private async carryOut(
+    txId: string, r: StepResult, cause: string, resendAttempt = 0, crashAfterFirstSend?: () => void, ahead?: SentAhead,
+  ): Promise<void> {
     const state = r.state;
     if (keptAs(r) === 'persist') {
       this.logger.info({ txId, state: state.phase, outcome: state.outcome, reason: state.reason, cause }, 'transaction saved');
       if (state.outcome !== null) this.decided.emit(txId, state);
     }
-    const sends = r.effects.flatMap((e) => (e.type === 'send' ? [e.message] : []));
+    // Without `ahead` (begin, recovery) nothing left yet: every message goes now.
+    const split = sendsOf(r);
+    const sends = ahead ? split.afterPersist : [...split.ahead, ...split.afterPersist];
+    const sending = sends.length > 0 || ahead !== undefined;
     const now = Date.now();
     // The resend timer is armed once this step's send has finished (its delay counted from then),
     // so a slow or failing send is never overlapped by the next resend of the same transaction:
@@ -341,7 +399,7 @@ export class CoordinatorService implements OnApplicationShutdown {
           void this.timerSteps(() => (this.intakeClosed ? null : this.apply(txId, event)))
             .catch((err) => this.logger.warn({ txId, err: String(err) }, `${e.timer} timer failed; the sweep will retry`));
         };
-        if (e.timer === 'deadline' || sends.length === 0) this.timers.set(txId, e.timer, e.at, now, fire, resendAttempt);
+        if (e.timer === 'deadline' || !sending) this.timers.set(txId, e.timer, e.at, now, fire, resendAttempt);
         else afterSend.push(() => this.timers.set(txId, e.timer, Date.now() + (e.at - now), Date.now(), fire, resendAttempt));
       }
     }
@@ -355,12 +413,14 @@ export class CoordinatorService implements OnApplicationShutdown {
       await this.transport.send(sends.slice(0, 1), routesOf(state)).catch(() => undefined);
       crashAfterFirstSend();
     }
-    if (sends.length === 0) return armResend();
-    const sentAt = Date.now();
+    if (!sending) return armResend();
+    const sentAt = ahead?.at ?? Date.now();
     try {
-      await this.transport.send(sends, routesOf(state));
-      this.noteSend(txId, cause, sentAt, sends);
-      this.logger.info({ txId, sent: sends.map((m) => `${m.type}:${m.participant}`) }, 'messages sent');
+      if (ahead) await ahead.done;
+      if (sends.length > 0) await this.transport.send(sends, routesOf(state));
+      const all = [...(ahead?.messages ?? []), ...sends];
+      this.noteSend(txId, cause, sentAt, all);
+      this.logger.info({ txId, sent: all.map((m) => `${m.type}:${m.participant}`) }, 'messages sent');
     } catch (err) {
       // Not lost: the resend timer of this step sends again with backoff.
       this.metrics.onSendFailed();

@@ -9,6 +9,8 @@ import { CrashPoints, parseCrashSpec } from '../../../libs/testing/crash-points'
  * transactions of its predecessor undisturbed.
  */
 export const COORDINATOR_CRASH_POINTS = [
+  /** The commit request's prepares went out (ahead of the save of `preparing`); the process dies before that save. */
+  'before-preparing-persist',
   /** A vote that did not decide was recorded (in memory: only decisions are durable). */
   'after-vote-recorded',
   /** The step that decides (commit or abort) ran; the process dies inside its database transaction. */
@@ -56,6 +58,18 @@ export class CoordinatorCrashHooks {
   beforePersist(before: TxState, r: StepResult): void {
     if (!this.applies(before, r) || keptAs(r) !== 'persist') return;
     if (decides(before, r)) this.points.hit('before-decision-persist');
+  }
+
+  /**
+   * Whether this step's save is to be skipped because the process dies right after its prepares
+   * (sent ahead of the save) got out: the caller saves nothing, waits for them, then hit()s.
+   */
+  cutBeforeSave(before: TxState, r: StepResult): boolean {
+    if (!this.applies(before, r) || keptAs(r) !== 'persist' || before.phase !== 'active' || r.state.phase !== 'preparing') return false;
+    if (!this.points.armed('before-preparing-persist')) return false;
+    if (this.points.isNext('before-preparing-persist')) return true;
+    this.points.hit('before-preparing-persist'); // an earlier occurrence: counted, not cut
+    return false;
   }
 
   /** After the step's change was saved (its database transaction committed) or held, before anything is sent. */

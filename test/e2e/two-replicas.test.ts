@@ -1,0 +1,69 @@
+/**
+ * Two coordinator replicas on one log, as deployed with several replicas: the client begins on
+ * one and commits on the other, and the member service sends its votes and acks to the first
+ * (over Kafka, whichever replica holds the transaction's partition gets them). The replica that
+ * began the transaction last saw it active, and the prepares leave the committing replica ahead
+ * of its save of `preparing`: the votes must still count at once, not after a resend (the first
+ * resend here comes only after 5 s). The member is a plain node:http server speaking the HTTP
+ * protocol (CONTRACT section 3b) that answers at once.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, Server } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { api, startCoordinator, TestCoordinator } from '../support/coordinator';
+import { dropCreatedDatabases } from '../support/postgres';
+import { freePort, RunningProcess, startApp, waitForHttp } from '../support/processes';
+
+let committer: TestCoordinator;
+let beginner: RunningProcess;
+let beginnerUrl: string;
+let member: Server;
+let memberUrl: string;
+const prepares = new Map<string, number>();
+
+beforeAll(async () => {
+  committer = await startCoordinator({
+    transport: 'http',
+    database: `txreplicas_${randomUUID().slice(0, 8)}`,
+    env: { TX_RESEND_INITIAL_MS: '5000', TX_RESEND_MAX_MS: '10000', LOG_LEVEL: 'warn' },
+  });
+  const port = await freePort();
+  beginnerUrl = `http://127.0.0.1:${port}`;
+  beginner = startApp('apps/coordinator/main.js', [], { ...committer.env, PORT: String(port) });
+  await waitForHttp(`${beginnerUrl}/health/ready`);
+  member = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      res.writeHead(202).end();
+      const m = JSON.parse(body) as { type: string; txId: string; participant: string; protocol: string };
+      if (m.type === 'prepare') prepares.set(m.txId, (prepares.get(m.txId) ?? 0) + 1);
+      const answer = m.type === 'prepare' ? { type: 'vote', vote: 'yes' } : { type: 'ack', of: m.type };
+      void api(beginnerUrl, 'POST', '/v1/messages', {
+        v: 1, txId: m.txId, participant: m.participant, protocol: m.protocol, sentAt: new Date().toISOString(), ...answer,
+      });
+    });
+  });
+  await new Promise<void>((resolve) => member.listen(0, '127.0.0.1', resolve));
+  memberUrl = `http://127.0.0.1:${(member.address() as AddressInfo).port}`;
+}, 60_000);
+
+afterAll(async () => {
+  await new Promise((resolve) => member?.close(resolve));
+  await beginner?.stop();
+  await committer?.stop();
+  await dropCreatedDatabases();
+});
+
+describe('two replicas: begun on one, committed on the other, answers to the first', () => {
+  it('counts the votes at once, without a resend', async () => {
+    for (let i = 0; i < 5; i++) {
+      const participants = ['a', 'b'].map((name) => ({ name, url: memberUrl }));
+      const { status, body: tx } = await api(beginnerUrl, 'POST', '/v1/transactions', { participants });
+      expect(status).toBe(201);
+      const done = await api(committer.url, 'POST', `/v1/transactions/${tx.id}/commit?waitMs=3000`);
+      expect([done.status, done.body.outcome]).toEqual([200, 'commit']);
+      expect(prepares.get(tx.id)).toBe(2);
+    }
+  }, 60_000);
+});

@@ -17,6 +17,13 @@ const all = (at: CrashSnapshot, state: string) => expect(Object.values(at.partic
 const decided = (at: CrashSnapshot, state: string) => expect(at.coordinator).toEqual({ state, outcome: 'commit' });
 
 const cases: [string, CoordinatorCrashCase][] = [
+  ['after the prepares left, before `preparing` was durable: the log says active, the prepared participants wait and ask, and the deadline aborts it', {
+    protocol: '3pc', point: 'before-preparing-persist', timeoutMs: 3000, undecided: 'abort',
+    atCrash: (at) => expect(at.coordinator).toEqual({ state: 'active', outcome: null }),
+    whileDown: async (world, txId) => {
+      await eventually(() => participantStates(world, txId), (x) => Object.values(x).every((v) => v === 'prepared'), 20_000, 'participants to prepare');
+    },
+  }],
   ['while deciding, down across the deadline: presumed abort, although every vote was yes', {
     protocol: '3pc', point: 'before-decision-persist', timeoutMs: 3000, restartAfterDeadline: true, undecided: 'abort',
     atCrash: (at) => { expect(at.coordinator).toEqual({ state: 'preparing', outcome: null }); all(at, 'prepared'); },

@@ -5,14 +5,13 @@
  * member here is a plain node:http server speaking the HTTP protocol (CONTRACT section 3b).
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, Server } from 'node:http';
-import { AddressInfo } from 'node:net';
 import { api, startCoordinator, TestCoordinator } from '../support/coordinator';
+import { HttpMember, startHttpMember } from '../support/http-member';
 import { dropCreatedDatabases } from '../support/postgres';
 
 const ANSWER_AFTER_MS = 600;
 let coordinator: TestCoordinator;
-let member: Server;
+let member: HttpMember;
 let memberUrl: string;
 
 beforeAll(async () => {
@@ -21,26 +20,12 @@ beforeAll(async () => {
     database: `txslow_${randomUUID().slice(0, 8)}`,
     env: { TX_RESEND_INITIAL_MS: '150', TX_RESEND_MAX_MS: '5000', LOG_LEVEL: 'warn' },
   });
-  member = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      res.writeHead(202).end();
-      const m = JSON.parse(body) as { type: string; txId: string; participant: string; protocol: string };
-      const answer = m.type === 'prepare' ? { type: 'vote', vote: 'yes' } : { type: 'ack', of: m.type };
-      setTimeout(() => {
-        void api(coordinator.url, 'POST', '/v1/messages', {
-          v: 1, txId: m.txId, participant: m.participant, protocol: m.protocol, sentAt: new Date().toISOString(), ...answer,
-        });
-      }, ANSWER_AFTER_MS);
-    });
-  });
-  await new Promise<void>((resolve) => member.listen(0, '127.0.0.1', resolve));
-  memberUrl = `http://127.0.0.1:${(member.address() as AddressInfo).port}`;
+  member = await startHttpMember({ answerTo: () => coordinator.url, answerAfterMs: ANSWER_AFTER_MS });
+  memberUrl = member.url;
 }, 60_000);
 
 afterAll(async () => {
-  await new Promise((resolve) => member?.close(resolve));
+  await member?.close();
   await coordinator?.stop();
   await dropCreatedDatabases();
 });

@@ -8,16 +8,15 @@
  * protocol (CONTRACT section 3b) that answers at once.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, Server } from 'node:http';
-import { AddressInfo } from 'node:net';
 import { api, startCoordinator, TestCoordinator } from '../support/coordinator';
+import { HttpMember, startHttpMember } from '../support/http-member';
 import { dropCreatedDatabases } from '../support/postgres';
 import { freePort, RunningProcess, startApp, waitForHttp } from '../support/processes';
 
 let committer: TestCoordinator;
 let beginner: RunningProcess;
 let beginnerUrl: string;
-let member: Server;
+let member: HttpMember;
 let memberUrl: string;
 const prepares = new Map<string, number>();
 
@@ -31,25 +30,15 @@ beforeAll(async () => {
   beginnerUrl = `http://127.0.0.1:${port}`;
   beginner = startApp('apps/coordinator/main.js', [], { ...committer.env, PORT: String(port) });
   await waitForHttp(`${beginnerUrl}/health/ready`);
-  member = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      res.writeHead(202).end();
-      const m = JSON.parse(body) as { type: string; txId: string; participant: string; protocol: string };
-      if (m.type === 'prepare') prepares.set(m.txId, (prepares.get(m.txId) ?? 0) + 1);
-      const answer = m.type === 'prepare' ? { type: 'vote', vote: 'yes' } : { type: 'ack', of: m.type };
-      void api(beginnerUrl, 'POST', '/v1/messages', {
-        v: 1, txId: m.txId, participant: m.participant, protocol: m.protocol, sentAt: new Date().toISOString(), ...answer,
-      });
-    });
+  member = await startHttpMember({
+    answerTo: () => beginnerUrl,
+    seen: (m) => { if (m.type === 'prepare') prepares.set(m.txId, (prepares.get(m.txId) ?? 0) + 1); },
   });
-  await new Promise<void>((resolve) => member.listen(0, '127.0.0.1', resolve));
-  memberUrl = `http://127.0.0.1:${(member.address() as AddressInfo).port}`;
+  memberUrl = member.url;
 }, 60_000);
 
 afterAll(async () => {
-  await new Promise((resolve) => member?.close(resolve));
+  await member?.close();
   await beginner?.stop();
   await committer?.stop();
   await dropCreatedDatabases();

@@ -85,6 +85,16 @@ export interface KafkaTransportOptions {
 }
 
 const MAX_REDELIVERY_DELAY_MS = 10_000;
+/**
+ * Handled messages' offsets are committed at most this often (and by the batch in hand when the
+ * consumer stops), not after every batch: kafkajs waits for a commit before its next fetch, so a
+ * commit per batch put one more broker round trip into every fetch cycle, and a request per
+ * partition batch into the broker's load. A crash, a rebalance, or a stop between batches
+ * redelivers what was handled since the last commit (as with Kafka's own clients, which commit
+ * every 5 s by default); every receiver takes duplicates (delivery is at least once, CONTRACT
+ * section 3).
+ */
+export const COMMIT_INTERVAL_MS = 1000;
 
 type Decoded =
   | { index: number; envelope: Envelope; ok: true; message: ProtocolMessage }
@@ -244,7 +254,9 @@ export class KafkaTransport implements MessageTransport {
       step();
       await consumer.run({
         eachBatchAutoResolve: false,
-        autoCommit: true,
+        // Commits come from onBatch, at most every COMMIT_INTERVAL_MS.
+        autoCommit: false,
+        autoCommitInterval: COMMIT_INTERVAL_MS,
         partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 32,
         eachBatch: (payload) => this.onBatch(payload, handler),
       });
@@ -382,7 +394,7 @@ export class KafkaTransport implements MessageTransport {
    * - Heartbeats continue while handlers run, so a long batch does not cost the group membership.
    */
   private async onBatch(payload: EachBatchPayload, handler: MessageHandler): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, commitOffsetsIfNecessary, pause } = payload;
+    const { batch, resolveOffset, heartbeat, isRunning, commitOffsetsIfNecessary, uncommittedOffsets, pause } = payload;
     const { topic, partition } = batch;
     let heartbeatError: unknown;
     const beat = setInterval(() => {
@@ -477,12 +489,13 @@ export class KafkaTransport implements MessageTransport {
         }, delay);
         this.resumeTimers.add(timer);
       }
-      await commitOffsetsIfNecessary();
+      // Stopping: everything handled is committed now, so whoever gets the partition next starts after it.
+      await (isRunning() ? commitOffsetsIfNecessary() : commitOffsetsIfNecessary(uncommittedOffsets()));
     } finally {
       clearInterval(beat);
     }
     // A heartbeat that failed (typically: the group is rebalancing) is passed on to kafkajs,
-    // which rejoins; the offsets resolved above are kept and committed.
+    // which rejoins; what was handled since the last commit is delivered again after it.
     if (heartbeatError) throw heartbeatError;
   }
 

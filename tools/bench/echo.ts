@@ -7,6 +7,7 @@
  *   node dist/tools/bench/echo.js <bootstrap> <topic> <reply-topic> <max-wait-ms>
  */
 import { Kafka, logLevel } from 'kafkajs';
+import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
 
 async function main(): Promise<void> {
   const [bootstrap, topic, replyTopic, maxWait] = process.argv.slice(2);
@@ -20,8 +21,11 @@ async function main(): Promise<void> {
   await consumer.subscribe({ topic, fromBeginning: false });
   await consumer.run({
     partitionsConsumedConcurrently: 4,
+    // Offsets committed as the system's consumers commit them: at most once a second.
+    autoCommit: false,
+    autoCommitInterval: COMMIT_INTERVAL_MS,
     // One reply request per fetched batch: the most plain kafkajs does for this pattern.
-    eachBatch: async ({ batch }) => {
+    eachBatch: async ({ batch, commitOffsetsIfNecessary }) => {
       const replies = [];
       for (const message of batch.messages) {
         const m = JSON.parse(String(message.value)) as { type: string; txId: string; participant: string };
@@ -30,6 +34,7 @@ async function main(): Promise<void> {
         replies.push({ key: m.txId, value: JSON.stringify(reply) });
       }
       if (replies.length) await producer.send({ topic: replyTopic, acks: -1, messages: replies });
+      await commitOffsetsIfNecessary();
     },
   });
   process.stdout.write('echo ready\n');

@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Consumer, Kafka, logLevel, Message, Producer } from 'kafkajs';
 import { Client } from 'pg';
+import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
 import { ManagedProcess } from '../support/processes';
 import { latency, Latency, percentile } from './stats';
 
@@ -60,10 +61,16 @@ export async function bareRounds(
   await consumer.subscribe({ topic: replyTopic, fromBeginning: false });
   await consumer.run({
     partitionsConsumedConcurrently: 4,
-    eachMessage: async ({ message }) => {
-      const m = JSON.parse(String(message.value)) as { txId?: string };
-      const w = m.txId ? waiting.get(m.txId) : undefined;
-      if (w && --w.left === 0) w.done();
+    // Offsets committed as the system's consumers commit them: at most once a second.
+    autoCommit: false,
+    autoCommitInterval: COMMIT_INTERVAL_MS,
+    eachBatch: async ({ batch, commitOffsetsIfNecessary }) => {
+      for (const message of batch.messages) {
+        const m = JSON.parse(String(message.value)) as { txId?: string };
+        const w = m.txId ? waiting.get(m.txId) : undefined;
+        if (w && --w.left === 0) w.done();
+      }
+      await commitOffsetsIfNecessary();
     },
   });
 

@@ -42,6 +42,18 @@ export class CrashPoints<P extends string> {
     return this.armed(point) && this.seen + 1 === this.spec!.nth;
   }
 
+  /**
+   * Reached `point` where the caller cuts its work short before dying: true on the occurrence
+   * that kills (the caller does the part that happens before the crash, then hit()s); an earlier
+   * occurrence is counted here and false.
+   */
+  cutsHere(point: P): boolean {
+    if (!this.armed(point)) return false;
+    if (this.isNext(point)) return true;
+    this.hit(point);
+    return false;
+  }
+
   /** Reached `point`: on its n-th time, say so on stderr (synchronously) and die at once. */
   hit(point: P): void {
     if (!this.armed(point)) return;

@@ -66,10 +66,7 @@ export class CoordinatorCrashHooks {
    */
   cutBeforeSave(before: TxState, r: StepResult): boolean {
     if (!this.applies(before, r) || keptAs(r) !== 'persist' || before.phase !== 'active' || r.state.phase !== 'preparing') return false;
-    if (!this.points.armed('before-preparing-persist')) return false;
-    if (this.points.isNext('before-preparing-persist')) return true;
-    this.points.hit('before-preparing-persist'); // an earlier occurrence: counted, not cut
-    return false;
+    return this.points.cutsHere('before-preparing-persist');
   }
 
   /** After the step's change was saved (its database transaction committed) or held, before anything is sent. */
@@ -91,10 +88,8 @@ export class CoordinatorCrashHooks {
   cutAfterFirstSend(before: TxState, r: StepResult): CoordinatorCrashPoint | null {
     if (!this.applies(before, r)) return null;
     const point = decides(before, r) ? 'after-first-send' : toCommitting(before, r) ? 'after-first-commit-send' : null;
-    if (!point || !this.points.armed(point)) return null;
-    if (this.points.isNext(point)) return point; // the caller sends one message, then hit(point)
-    this.points.hit(point); // an earlier occurrence: counted, not cut
-    return null;
+    // The caller sends one message, then hit(point).
+    return point && this.points.cutsHere(point) ? point : null;
   }
 
   hit(point: CoordinatorCrashPoint): void {

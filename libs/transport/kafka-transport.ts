@@ -8,7 +8,6 @@ import {
   logLevel,
   LogEntry,
   Message,
-  Partitioners,
   Producer,
   SASLOptions,
 } from 'kafkajs';
@@ -25,6 +24,7 @@ import {
 } from '../protocol';
 import { Batcher } from '../concurrency/batcher';
 import { Breaker, BreakerSettings, breakerSettingsFromEnv } from '../resilience/breaker';
+import { KeyPartitioner } from './key-partitioner';
 import { Envelope, MessageHandler, MessageTransport } from './transport';
 
 /** Headers added to a dead-lettered message next to `tx-error`: where it was read from. */
@@ -524,7 +524,7 @@ export class KafkaTransport implements MessageTransport {
         allowAutoTopicCreation: true,
         idempotent: false,
         // Java-compatible murmur2 partitioning, so members written in other languages agree.
-        createPartitioner: Partitioners.DefaultPartitioner,
+        createPartitioner: KeyPartitioner,
       });
       this.producerConnecting = producer.connect().then(
         () => producer,

@@ -8,11 +8,12 @@
  */
 import { Kafka, logLevel } from 'kafkajs';
 import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
+import { KeyPartitioner } from '../../libs/transport/key-partitioner';
 
 async function main(): Promise<void> {
   const [bootstrap, topic, replyTopic, maxWait] = process.argv.slice(2);
   const kafka = new Kafka({ clientId: `echo-${topic}`, brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: KeyPartitioner });
   await producer.connect();
   // Creates the topic (auto-creation) before the consumer asks for it.
   await producer.send({ topic, acks: -1, messages: [{ key: 'setup', value: '{"type":"setup"}' }] });

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { Consumer, Kafka, logLevel, Message, Producer } from 'kafkajs';
 import { Client } from 'pg';
 import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
+import { KeyPartitioner } from '../../libs/transport/key-partitioner';
 import { ManagedProcess } from '../support/processes';
 import { latency, Latency, percentile } from './stats';
 
@@ -44,7 +45,7 @@ export async function bareRounds(
   const names = Array.from({ length: o.participants }, (_, i) => `p${i + 1}`);
   for (const topic of [replyTopic, ...names.map((n) => `${prefix}participant.${n}`)]) await s.createTopic(topic);
   const kafka = new Kafka({ clientId: 'bench-bare', brokers: s.bootstrap.split(','), logLevel: logLevel.NOTHING });
-  const producer: Producer = kafka.producer({ allowAutoTopicCreation: true });
+  const producer: Producer = kafka.producer({ allowAutoTopicCreation: true, createPartitioner: KeyPartitioner });
   await producer.connect();
   await producer.send({ topic: replyTopic, acks: -1, messages: [{ key: 'setup', value: '{"type":"setup"}' }] });
 

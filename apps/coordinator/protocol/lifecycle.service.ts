@@ -1,5 +1,6 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { PinoLogger } from 'nestjs-pino';
+import { SlicedGate } from '../../../libs/concurrency/sliced-gate';
 import { MessageTransport } from '../../../libs/transport/transport';
 import { CONFIG, CoordinatorConfig } from '../config/config';
 import { DecisionLog } from '../log/decision-log';
@@ -11,6 +12,8 @@ const PAGE = 500;
 const RECOVER_AT_ONCE = 32;
 /** Start-up recovery lets the held sends go after this many transactions at most (bounds memory). */
 const HOLD_AT_MOST = 10_000;
+/** Held sends go this many transactions per turn of the event loop. */
+const RELEASE_SLICE = 200;
 
 /**
  * running → draining (SIGTERM: readiness 503, no new transactions; the protocol goes on for
@@ -97,8 +100,8 @@ export class LifecycleService implements OnApplicationShutdown {
     let count = 0;
     let held = 0;
     let afterId: string | undefined;
-    let release = () => {};
-    const hold = () => (holdSends ? new Promise<void>((resolve) => (release = resolve)) : undefined);
+    // In slices, so that health checks and the consumer's join are answered while they go.
+    const hold = () => (holdSends ? new SlicedGate(RELEASE_SLICE) : undefined);
     let gate = hold();
     try {
       for (;;) {
@@ -107,21 +110,21 @@ export class LifecycleService implements OnApplicationShutdown {
         // dozen at a time keep the database busy without flooding the transport.
         for (let i = 0; i < page.length; i += RECOVER_AT_ONCE) {
           if (this.current === 'stopping') return count;
-          await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx, gate).catch((err) =>
+          await Promise.all(page.slice(i, i + RECOVER_AT_ONCE).map((tx) => this.coordinator.recover(tx, gate?.wait()).catch((err) =>
             this.logger.error({ txId: tx.id, err: String(err) }, 'recovery of transaction failed; the sweep will retry'))));
         }
         count += page.length;
         held += page.length;
         if (page.length < PAGE) return count;
         if (held >= HOLD_AT_MOST) {
-          release();
+          gate?.open();
           gate = hold();
           held = 0;
         }
         afterId = page[page.length - 1].id;
       }
     } finally {
-      release();
+      gate?.open();
     }
   }
 

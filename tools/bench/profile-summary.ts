@@ -2,7 +2,11 @@
  * Summarizes a V8 CPU profile (.cpuprofile, from node --cpu-prof): self time by function and by
  * package, the top lines. Used for BENCHMARKS.md.
  *
- *   node dist/tools/bench/profile-summary.js .data/bench/profile/<file>.cpuprofile [--top 25]
+ *   node dist/tools/bench/profile-summary.js .data/bench/profile/<file>.cpuprofile [--top 25] [--from s] [--to s]
+ *
+ * `--from` / `--to` keep only the samples taken that many seconds after the profile started (a
+ * restarted coordinator's first seconds, say). Also lists our own functions by total time (with
+ * what they call), which says which of our steps lead to the expensive library work.
  */
 import { readFileSync } from 'node:fs';
 
@@ -27,16 +31,34 @@ function where(url: string): string {
 
 function main(): void {
   const [file, ...rest] = process.argv.slice(2);
-  if (!file) throw new Error('usage: profile-summary.js <file.cpuprofile> [--top n]');
-  const top = Number(rest[rest.indexOf('--top') + 1]) || 25;
+  if (!file) throw new Error('usage: profile-summary.js <file.cpuprofile> [--top n] [--from s] [--to s]');
+  const option = (name: string) => (rest.includes(name) ? Number(rest[rest.indexOf(name) + 1]) : undefined);
+  const top = option('--top') || 25;
+  const from = (option('--from') ?? 0) * 1e6;
+  const to = (option('--to') ?? Infinity) * 1e6;
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const self = new Map<number, number>();
+  const ours = new Map<string, number>();
   let total = 0;
+  let at = 0;
   p.samples.forEach((id, i) => {
     const dt = p.timeDeltas[i] ?? 0;
+    at += dt;
+    if (at < from || at > to) return;
     self.set(id, (self.get(id) ?? 0) + dt);
     total += dt;
+    // Total time of our functions: each counted once per sample, however deep the recursion.
+    const seen = new Set<string>();
+    for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
+      const f = byId.get(n)!.callFrame;
+      if (!f.url.includes('/dist/')) continue;
+      const name = `${f.functionName || '(anonymous)'} ${where(f.url)}:${f.lineNumber + 1}`;
+      if (!seen.has(name)) ours.set(name, (ours.get(name) ?? 0) + dt);
+      seen.add(name);
+    }
   });
   const byFunction = new Map<string, number>();
   const byPackage = new Map<string, number>();
@@ -53,6 +75,8 @@ function main(): void {
   for (const [k, t] of [...byPackage].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(t)}  ${k}`);
   console.log('\nself time by function:');
   for (const [k, t] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(t)}  ${k}`);
+  console.log('\nour functions by total time (self and what they call):');
+  for (const [k, t] of [...ours].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(t)}  ${k}`);
 }
 
 main();

@@ -12,7 +12,7 @@ import { freePort } from '../support/ports';
 export type Transport = 'kafka' | 'http';
 
 /** The coordinator's Node options, as k8s/base/coordinator-deployment.yaml sets them. */
-const COORDINATOR_NODE_OPTIONS = '--max-old-space-size=160';
+const COORDINATOR_NODE_OPTIONS = '--max-old-space-size=160 --max-semi-space-size=8';
 
 export interface ClusterSettings {
   transport: Transport;

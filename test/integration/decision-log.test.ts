@@ -205,3 +205,17 @@ test('lists one participant\'s transactions newest first page by page, enlisted 
   expect(page2.map((s) => s.id)).toEqual([txs[1].id, txs[0].id]);
   expect((await log.list({ limit: 5, participant: name, state: 'preparing' })).map((s) => s.id)).toEqual([txs[1].id]);
 });
+
+test('a readiness ping right after a statement succeeded sends none of its own; later it asks the database', async () => {
+  const log = new DecisionLog(ds);
+  statements = 0;
+  await log.ping(); // nothing succeeded yet in this log: it asks
+  expect(statements).toBe(1);
+  await log.insert(newTx());
+  statements = 0;
+  await log.ping(); // the insert just answered for the store
+  expect(statements).toBe(0);
+  await new Promise((r) => setTimeout(r, 1100));
+  await log.ping();
+  expect(statements).toBe(1);
+});

@@ -28,6 +28,23 @@ describe('Breaker', () => {
     b.shutdown();
   });
 
+  it('vouches for the dependency while closed and for a second after a call it answered', async () => {
+    const b = new Breaker('db', settings, isFailure);
+    expect(b.recentlySucceeded()).toBe(false); // nothing answered yet
+    await b.run(async () => 'ok');
+    expect(b.recentlySucceeded()).toBe(true);
+    await expect(b.run(() => Promise.reject(mistake))).rejects.toBe(mistake); // answered: the caller's mistake
+    for (let i = 0; i < 3; i++) await expect(b.run(() => Promise.reject(down))).rejects.toBe(down);
+    expect(b.state).toBe('open');
+    expect(b.recentlySucceeded()).toBe(false); // open: whatever answered before
+    await sleep(150);
+    await b.run(async () => 'ok'); // the probe closes it
+    expect(b.recentlySucceeded()).toBe(true);
+    await sleep(1050);
+    expect(b.recentlySucceeded()).toBe(false);
+    b.shutdown();
+  });
+
   it('a failed probe opens it again', async () => {
     const b = new Breaker('db', settings, isFailure);
     for (let i = 0; i < 4; i++) await b.run(() => Promise.reject(down)).catch(() => undefined);

@@ -34,6 +34,9 @@ export const DEFAULT_BREAKER_SETTINGS: Readonly<BreakerSettings> = {
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
+/** How recently a call must have succeeded to vouch for the dependency (recentlySucceeded). */
+const VOUCHES_FOR_MS = 1000;
+
 export interface BreakerLogger {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
@@ -55,6 +58,7 @@ export class BreakerOpenError extends Error {
 export class Breaker {
   private readonly cb: CircuitBreaker<[() => Promise<unknown>], unknown>;
   private openedAt = 0;
+  private succeededAt = 0;
 
   constructor(
     readonly name: string,
@@ -78,6 +82,7 @@ export class Breaker {
       const stats = this.cb.stats;
       logger?.warn({ breaker: name, state: 'open', failures: stats.failures, calls: stats.fires, retryInMs: settings.resetTimeoutMs }, `circuit breaker ${name} opened: failing fast`);
     });
+    this.cb.on('success', () => (this.succeededAt = Date.now()));
     this.cb.on('halfOpen', () => logger?.info({ breaker: name, state: 'half-open' }, `circuit breaker ${name} half-open: probing`));
     this.cb.on('close', () => logger?.info({ breaker: name, state: 'closed' }, `circuit breaker ${name} closed`));
   }
@@ -98,6 +103,15 @@ export class Breaker {
     if (this.cb.opened) return 'open';
     if (this.cb.halfOpen) return 'half-open';
     return 'closed';
+  }
+
+  /**
+   * Closed, and a call was answered within the last second (it succeeded, or failed by the
+   * caller's mistake, not the dependency's): the dependency answers. Readiness asks this first,
+   * since under load a ping of its own would only queue behind the calls that say so.
+   */
+  recentlySucceeded(): boolean {
+    return this.state === 'closed' && Date.now() - this.succeededAt < VOUCHES_FOR_MS;
   }
 
   /** Milliseconds until the next probe while open; 0 otherwise. */

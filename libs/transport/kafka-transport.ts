@@ -95,8 +95,6 @@ const MAX_REDELIVERY_DELAY_MS = 10_000;
  * section 3).
  */
 export const COMMIT_INTERVAL_MS = 1000;
-/** A produce that succeeded this recently answers a readiness check. */
-const RECENT_SUCCESS_MS = 1000;
 
 type Decoded =
   | { index: number; envelope: Envelope; ok: true; message: ProtocolMessage }
@@ -141,8 +139,6 @@ export class KafkaTransport implements MessageTransport {
   private stopping?: Promise<void>;
 
   private readonly producerBreaker: Breaker | null;
-  /** When a produce request last succeeded (check). */
-  private lastProducedAt = 0;
   /** Per "topic|partition" read here: messages after the last fetched batch (see backlog). */
   private readonly lags = new Map<string, number>();
   /** The consumer is a member of its group with partitions assigned (see receiving). */
@@ -311,7 +307,6 @@ export class KafkaTransport implements MessageTransport {
       await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
     };
     await (this.producerBreaker ? this.producerBreaker.run(request) : request());
-    this.lastProducedAt = Date.now();
     return sends.map(() => undefined);
   }
 
@@ -336,8 +331,7 @@ export class KafkaTransport implements MessageTransport {
    */
   async check(): Promise<void> {
     if (this.stopping) throw new Error('KafkaTransport: stopped');
-    const closed = !this.producerBreaker || this.producerBreaker.state === 'closed';
-    if (closed && Date.now() - this.lastProducedAt < RECENT_SUCCESS_MS) return;
+    if (this.producerBreaker?.recentlySucceeded()) return;
     const timeoutMs = this.opts.checkTimeoutMs ?? 3000;
     await withTimeout(
       (async () => {

@@ -15,6 +15,7 @@ let ds: DataSource;
 let other: DataSource;
 /** Statements sent through `ds` (a count, not a stand-in: they run on the real database). */
 let statements = 0;
+let url: string;
 
 async function open(url: string): Promise<DataSource> {
   const config = loadConfig({ ...process.env, DATABASE_URL: url });
@@ -22,7 +23,7 @@ async function open(url: string): Promise<DataSource> {
 }
 
 beforeAll(async () => {
-  const url = await freshDatabase(`txtest_decision_log_${process.pid}`);
+  url = await freshDatabase(`txtest_decision_log_${process.pid}`);
   ds = await open(url);
   other = await open(url); // a second replica's connection pool
   const query = ds.query.bind(ds);
@@ -207,7 +208,8 @@ test('lists one participant\'s transactions newest first page by page, enlisted 
 });
 
 test('a readiness ping right after a statement succeeded sends none of its own; later it asks the database', async () => {
-  const log = new DecisionLog(ds);
+  // As the coordinator builds it: with its configuration, so with the circuit breaker that vouches.
+  const log = new DecisionLog(ds, loadConfig({ ...process.env, DATABASE_URL: url }));
   statements = 0;
   await log.ping(); // nothing succeeded yet in this log: it asks
   expect(statements).toBe(1);

@@ -50,8 +50,6 @@ interface Insert {
  */
 const CACHED_AT_MOST = 20_000;
 const CACHE_TRUSTED_MS = 1000;
-/** A statement that succeeded this recently answers a readiness ping. */
-const RECENT_SUCCESS_MS = 1000;
 
 /** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
 const MAX_STEP_ATTEMPTS = 20;
@@ -89,8 +87,6 @@ export class DecisionLog {
    * TX_BREAKER_RESET_MS one operation probes. Without the configuration (tools, tests) there is none.
    */
   private readonly breaker: Breaker | null;
-  /** When an operation on the store last succeeded (ping). */
-  private lastSuccessAt = 0;
   /** Steps of one transaction in this process, one at a time. */
   private readonly steps = new KeyedQueue();
   /**
@@ -116,10 +112,8 @@ export class DecisionLog {
     return this.breaker?.describe() ?? null;
   }
 
-  private async guard<T>(operation: () => Promise<T>): Promise<T> {
-    const result = await (this.breaker ? this.breaker.run(operation) : operation());
-    this.lastSuccessAt = Date.now();
-    return result;
+  private guard<T>(operation: () => Promise<T>): Promise<T> {
+    return this.breaker ? this.breaker.run(operation) : operation();
   }
 
   insert(state: TxState, idempotency?: IdempotencyKey): Promise<InsertResult> {
@@ -209,8 +203,7 @@ export class DecisionLog {
    * that succeeded within the last second, with the breaker closed, counts as the answer.
    */
   ping(): Promise<void> {
-    const closed = !this.breaker || this.breaker.state === 'closed';
-    if (closed && Date.now() - this.lastSuccessAt < RECENT_SUCCESS_MS) return Promise.resolve();
+    if (this.breaker?.recentlySucceeded()) return Promise.resolve();
     return this.guard(async () => {
       await this.db.query('SELECT 1');
     });

@@ -37,8 +37,9 @@ export function murmur2(data: Buffer): number {
  * message's own `partition` if it has one; else murmur2 of its key, made positive, modulo the
  * partition count; else round robin over the partitions that have a leader. Same partition for
  * every key as kafkajs's, so members on either (or on another language's client) agree; but
- * kafkajs computes murmur2 with 64-bit Long objects, about 25 µs a message, which made it the
- * largest single cost of encoding the coordinator's sends (a restart resending 30,000 prepares).
+ * kafkajs computes murmur2 with 64-bit Long objects, which with those objects' helpers was about
+ * 0.9 s of a restarted coordinator's CPU while it resent 30,000 prepares (BENCHMARKS.md, sixth
+ * session).
  */
 export const KeyPartitioner: ICustomPartitioner = () => {
   const next = new Map<string, number>();

@@ -33,7 +33,9 @@ export interface Cluster {
   coordinatorUrl: string;
   coordinatorPid: number;
   coordinatorDatabaseUrl: string;
-  participants: { name: string; url: string | null }[];
+  /** Prefix of every topic name (TX_TOPIC_PREFIX). */
+  topicPrefix: string;
+  participants: { name: string; url: string | null; pid: number }[];
   stop(): Promise<void>;
 }
 
@@ -157,10 +159,10 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
         );
         await p.start();
         started.push(p);
-        return { name, url };
+        return { name, url, pid: p.pid! };
       }),
     );
-    return { coordinator, coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, participants, stop: stopAll };
+    return { coordinator, coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, topicPrefix: prefix, participants, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -17,7 +17,7 @@ import { Client } from 'pg';
 import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
 import { KeyPartitioner } from '../../libs/transport/key-partitioner';
 import { ManagedProcess } from '../support/processes';
-import { latency, Latency, percentile } from './stats';
+import { cpuSeconds, latency, Latency, percentile } from './stats';
 
 export interface CeilingResult {
   tps: number;
@@ -30,6 +30,8 @@ export interface BareSettings {
   logDir: string;
   /** Creates a topic with the benchmark's partition count (before anything uses it). */
   createTopic: (topic: string) => Promise<void>;
+  /** `--watch`: every `everyS` seconds, transactions per second in the window and the CPU of the broker, the echoes and this process. */
+  watch?: { everyS: number; brokerPid: number; say: (line: string) => void };
 }
 
 /**
@@ -105,6 +107,8 @@ export async function bareRounds(
     waiting.delete(txId);
   };
 
+  let finished = 0;
+  const watching = s.watch ? watchRounds(s.watch, echoes.map((e) => e.pid!), () => finished) : undefined;
   try {
     // Until every echo consumer has joined its group, the first transactions wait.
     await withTimeout(transaction(), 60_000, 'the bare ceiling did not start');
@@ -117,6 +121,7 @@ export async function bareRounds(
           const t0 = performance.now();
           const started = Date.now();
           await transaction();
+          finished++;
           if (started >= measureFrom) latencies.push(performance.now() - t0);
         }
       }),
@@ -124,10 +129,33 @@ export async function bareRounds(
     const seconds = (Date.now() - measureFrom) / 1000;
     return { tps: latencies.length / seconds, latency: latency(latencies) };
   } finally {
+    if (watching) clearInterval(watching);
     await consumer.disconnect().catch(() => undefined);
     await producer.disconnect().catch(() => undefined);
     await Promise.all(echoes.map((e) => e.stop()));
   }
+}
+
+/** The bare pattern's `--watch` line: what a long run of the ceiling does over time, with no coordinator in it. */
+function watchRounds(w: NonNullable<BareSettings['watch']>, echoPids: number[], finished: () => number): NodeJS.Timeout {
+  const cpu = () => ({
+    broker: cpuSeconds(w.brokerPid),
+    echoes: echoPids.reduce((a, pid) => a + cpuSeconds(pid), 0),
+    bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+  });
+  const started = Date.now();
+  let last = { at: started, done: finished(), cpu: cpu() };
+  return setInterval(() => {
+    try {
+      const now = { at: Date.now(), done: finished(), cpu: cpu() };
+      const s = (now.at - last.at) / 1000;
+      const pct = (k: keyof ReturnType<typeof cpu>) => (((now.cpu[k] - last.cpu[k]) / s) * 100).toFixed(0);
+      w.say(`      at ${String(Math.round((now.at - started) / 1000)).padStart(4)} s: ${((now.done - last.done) / s).toFixed(0)} tx/s; cpu % broker ${pct('broker')}, echoes ${pct('echoes')}, bench ${pct('bench')}`);
+      last = now;
+    } catch (err) {
+      w.say(`      watch: ${(err as Error).message}`);
+    }
+  }, w.everyS * 1000);
 }
 
 /** p50 of a Kafka round trip (produce, consume, produce back, consume) at concurrency 1. */

@@ -14,6 +14,7 @@
  *   npm run bench -- --quick --profile  # also a CPU profile of the coordinator: .data/bench/profile/*.cpuprofile
  *   npm run bench -- --recovery 10000   # restart with 10,000 transactions in flight: time to ready and to all committed
  *   npm run bench -- --lookups          # get and list with 10,000 and with 1,000,000 transactions in the log
+ *   npm run bench -- --quick --watch 10 # also, every 10 s of a cell: unfinished by state, group lags, CPU per process
  *
  * Last line: `bench: tps=N p50=X ms floor=Y ms latency_ratio=R ceiling_ratio=Q rss=M MB`
  * (2pc, 3 participants, kafka: tps, ceiling and rss at concurrency 64, latency at concurrency 1).
@@ -24,13 +25,14 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { startBroker } from '../support/broker';
+import { BrokerProcess, startBroker } from '../support/broker';
 import { Cluster, drained, freshDatabase, dropDatabases, startCluster, Transport } from './cluster';
 import { bareRounds, CeilingResult, kafkaRoundTrip, postgresCommit } from './floor';
 import { runLoad } from './load';
 import { measureLookups, seedFinished } from './log-scale';
 import { measureRecovery } from './recovery';
 import { latency, Latency, ProcessSampler } from './stats';
+import { Watch, WatchTarget } from './watch';
 
 type Protocol = '2pc' | '3pc';
 
@@ -47,6 +49,8 @@ interface Options {
   recovery: number;
   /** Also measure get/list against a log of 10,000 and of 1,000,000 transactions. */
   lookups: boolean;
+  /** Print where transactions wait every this many seconds during each cell (0: no). */
+  watchS: number;
 }
 
 interface Cell {
@@ -74,7 +78,7 @@ const DRAIN_TIMEOUT_MS = 120_000;
 /** Partitions of every topic, for the system and the ceiling alike. */
 const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 32);
 const USAGE =
-  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level] [--profile] [--recovery n] [--lookups]';
+  'usage: npm run bench -- [--quick] [--protocol 2pc|3pc] [--participants n] [--concurrency n] [--transport kafka|http] [--duration s] [--log-level level] [--profile] [--recovery n] [--lookups] [--watch s]';
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
@@ -88,6 +92,7 @@ function parseArgs(argv: string[]): Options {
     profile: false,
     recovery: 0,
     lookups: false,
+    watchS: 0,
   };
   const fail = (problem: string): never => {
     process.stderr.write(`bench: ${problem}\n${USAGE}\n`);
@@ -128,6 +133,9 @@ function parseArgs(argv: string[]): Options {
       case 'duration':
         o.durationS = int(name, v, 1, 3600);
         break;
+      case 'watch':
+        o.watchS = int(name, v, 1, 600);
+        break;
       case 'recovery':
         o.recovery = int(name, v, 1, 1_000_000);
         break;
@@ -161,8 +169,10 @@ function parseArgs(argv: string[]): Options {
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
 
-async function measureCell(cluster: Cluster, o: Options, protocol: Protocol, concurrency: number, warmupMs: number): Promise<Omit<Cell, 'transport' | 'participants'>> {
+async function measureCell(cluster: Cluster, o: Options, protocol: Protocol, concurrency: number, warmupMs: number, broker: BrokerProcess, transport: Transport): Promise<Omit<Cell, 'transport' | 'participants'>> {
   const sampler = new ProcessSampler(cluster.coordinatorPid);
+  const watch = o.watchS > 0 ? new Watch(watchTarget(cluster, broker, transport), o.watchS, say) : undefined;
+  await watch?.start();
   // The sampler's window should be the measured part only: start it after the warm-up.
   const load = runLoad({
     coordinatorUrl: cluster.coordinatorUrl,
@@ -174,7 +184,7 @@ async function measureCell(cluster: Cluster, o: Options, protocol: Protocol, con
   });
   await new Promise((r) => setTimeout(r, warmupMs));
   const measured = new ProcessSampler(cluster.coordinatorPid);
-  const r = await load;
+  const r = await load.finally(() => watch?.stop());
   const usage = measured.stop();
   const peak = sampler.stop();
   return {
@@ -188,6 +198,21 @@ async function measureCell(cluster: Cluster, o: Options, protocol: Protocol, con
     cpuCores: usage.cpuCores,
     rssMb: peak.peakRssMb,
     firstError: r.firstError,
+  };
+}
+
+function watchTarget(cluster: Cluster, broker: BrokerProcess, transport: Transport): WatchTarget {
+  const pids = new Map<string, number>([['coordinator', cluster.coordinatorPid]]);
+  for (const p of cluster.participants) pids.set(p.name, p.pid);
+  if (transport === 'kafka') pids.set('broker', broker.pid);
+  pids.set('bench', process.pid);
+  return {
+    coordinatorUrl: cluster.coordinatorUrl,
+    coordinatorDatabaseUrl: cluster.coordinatorDatabaseUrl,
+    bootstrap: transport === 'kafka' ? broker.bootstrap : undefined,
+    topicPrefix: cluster.topicPrefix,
+    pids,
+    participants: cluster.participants.map((p) => p.name),
   };
 }
 
@@ -232,7 +257,7 @@ async function main(): Promise<void> {
                 if (left > 0) say(`      (${left} transactions of the cells before still unfinished after ${DRAIN_TIMEOUT_MS / 1000} s: this cell shares the machine with them)`);
               }
               // The first cell on fresh processes warms up longer (JIT, connection pools, group joins).
-              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, first ? 5000 : 2000)) };
+              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, first ? 5000 : 2000, broker, transport)) };
               first = false;
               cells.push(cell);
               say(row(cell));
@@ -293,7 +318,8 @@ async function main(): Promise<void> {
     const wanted = new Set(kafkaCells.filter((c) => c.concurrency > 1).map((c) => ceilingKey(c.protocol, c.participants, c.concurrency)));
     for (const key of wanted) {
       const [p, n, c] = key.split('/');
-      const r = await bareRounds(bare, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: 2000 });
+      const watch = o.watchS > 0 ? { everyS: o.watchS, brokerPid: broker.pid, say } : undefined;
+      const r = await bareRounds({ ...bare, watch }, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: 2000 });
       ceilings.set(key, r);
       say(`  bare kafkajs ceiling ${p}, ${n} participants, concurrency ${c}: ${r.tps.toFixed(0)} tx/s (p50 ${ms(r.latency.p50)} ms)`);
     }

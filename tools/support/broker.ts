@@ -11,6 +11,7 @@ const TOOL_DIR = join(__dirname, '..', '..', '..', 'tools', 'kafka-test-broker')
 
 export interface BrokerProcess {
   bootstrap: string;
+  pid: number;
   command(cmd: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -52,6 +53,7 @@ export async function startBroker(brokers = 1): Promise<BrokerProcess> {
   };
   return {
     bootstrap: m[1],
+    pid: child.pid!,
     command,
     async stop() {
       if (exited) return;

@@ -1,0 +1,175 @@
+/**
+ * `--watch s`: while a cell runs, one line every s seconds on where transactions wait, so that a
+ * long run that degrades shows where: the decisions made in the window, the unfinished
+ * transactions by state and the age of the oldest, each consumer group's lag (messages produced
+ * to its topic and not yet committed as read; offsets are committed at most once a second), the
+ * oldest offset each topic still holds (the test broker trims a partition's log at 5 MB), and
+ * the CPU each process used in the window.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { Admin, Kafka, logLevel } from 'kafkajs';
+import { Client } from 'pg';
+import { topics } from '../../libs/protocol';
+import { cpuSeconds } from './stats';
+
+export interface WatchTarget {
+  coordinatorUrl: string;
+  coordinatorDatabaseUrl: string;
+  /** Kafka only; over HTTP there are no groups to read. */
+  bootstrap?: string;
+  topicPrefix: string;
+  /** Processes by the name to print them under. */
+  pids: Map<string, number>;
+  participants: string[];
+}
+
+/** CPU seconds of each Postgres server process (the backends of every database), by pid. */
+function postgresCpuSeconds(): Map<number, number> {
+  const byPid = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
+      byPid.set(Number(entry), cpuSeconds(Number(entry)));
+    } catch {
+      /* gone between listing and reading */
+    }
+  }
+  return byPid;
+}
+
+/** CPU seconds Postgres used between two readings; a backend that started in between counts whole, one that ended is not seen. */
+function postgresCpuDelta(before: Map<number, number>, now: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, cpu] of now) total += cpu - (before.get(pid) ?? 0);
+  return total;
+}
+
+/** The sum of every sample of one metric in Prometheus text, optionally only those with a label value. */
+function metricSum(text: string, name: string, label?: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (label && !line.includes(label)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return sum;
+}
+
+interface Reading {
+  at: number;
+  cpu: Map<string, number>;
+  postgres: Map<number, number>;
+  committed: number;
+  aborted: number;
+  resends: number;
+}
+
+export class Watch {
+  private readonly timer: NodeJS.Timeout;
+  private readonly db: Client;
+  private readonly admin?: Admin;
+  private last?: Reading;
+  private readonly startedAt = Date.now();
+  private busy = false;
+
+  constructor(private readonly target: WatchTarget, everyS: number, private readonly say: (line: string) => void) {
+    this.db = new Client({ connectionString: target.coordinatorDatabaseUrl });
+    if (target.bootstrap) {
+      this.admin = new Kafka({ clientId: 'bench-watch', brokers: [target.bootstrap], logLevel: logLevel.NOTHING }).admin();
+    }
+    this.timer = setInterval(() => void this.tick(), everyS * 1000);
+  }
+
+  async start(): Promise<void> {
+    await this.db.connect();
+    await this.admin?.connect();
+    this.last = await this.read();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.admin?.disconnect().catch(() => undefined);
+    await this.db.end().catch(() => undefined);
+  }
+
+  private async read(): Promise<Reading> {
+    const cpu = new Map<string, number>();
+    for (const [name, pid] of this.target.pids) {
+      try {
+        cpu.set(name, cpuSeconds(pid));
+      } catch {
+        cpu.set(name, NaN);
+      }
+    }
+    const text = await fetch(`${this.target.coordinatorUrl}/metrics`).then((r) => r.text(), () => '');
+    return {
+      at: Date.now(),
+      cpu,
+      postgres: postgresCpuSeconds(),
+      committed: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="commit"'),
+      aborted: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="abort"'),
+      resends: metricSum(text, 'txcoord_resends_total'),
+    };
+  }
+
+  /** Lag of a group on a topic, and the lowest offset any of its partitions still holds. */
+  private async lag(groupId: string, topic: string): Promise<{ lag: number; trimmed: number }> {
+    const [ends, committed] = await Promise.all([
+      this.admin!.fetchTopicOffsets(topic),
+      this.admin!.fetchOffsets({ groupId, topics: [topic] }),
+    ]);
+    const read = new Map(committed[0].partitions.map((p) => [p.partition, Number(p.offset)]));
+    let lag = 0;
+    let trimmed = 0;
+    for (const e of ends) {
+      const at = read.get(e.partition) ?? -1;
+      // The two reads are not one snapshot: a commit read after the end offsets may pass them.
+      lag += Math.max(0, Number(e.high) - (at < 0 ? Number(e.low) : at));
+      trimmed += Number(e.low);
+    }
+    return { lag, trimmed };
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy || !this.last) return;
+    this.busy = true;
+    try {
+      const now = await this.read();
+      const s = (now.at - this.last.at) / 1000;
+      const states = (
+        await this.db.query(
+          `SELECT state, count(*)::int AS n, extract(epoch FROM now() - min(created_at))::float AS oldest
+             FROM tx_transaction WHERE completed_at IS NULL GROUP BY state ORDER BY state`,
+        )
+      ).rows as { state: string; n: number; oldest: number }[];
+      const unfinished = states.reduce((a, r) => a + r.n, 0);
+      const oldest = states.reduce((a, r) => Math.max(a, r.oldest), 0);
+      const parts = [
+        `at ${String(Math.round((now.at - this.startedAt) / 1000)).padStart(4)} s:`,
+        `${((now.committed - this.last.committed) / s).toFixed(0)} commits/s, ${now.aborted - this.last.aborted} aborts, ${now.resends - this.last.resends} resends;`,
+        `unfinished ${unfinished}${states.length ? ` (${states.map((r) => `${r.state} ${r.n}`).join(', ')})` : ''}, oldest ${oldest.toFixed(1)} s;`,
+      ];
+      if (this.admin) {
+        const t = topics(this.target.topicPrefix);
+        const groups: [string, string, string][] = [
+          ['coordinator', `${this.target.topicPrefix}coordinator`, t.coordinator],
+          ...this.target.participants.map((p): [string, string, string] => [p, `txp.${p}`, t.participant(p)]),
+        ];
+        const lags = await Promise.all(groups.map(([, g, topic]) => this.lag(g, topic)));
+        parts.push(`lag ${groups.map(([name], i) => `${name} ${lags[i].lag}`).join(', ')};`);
+        const trimmed = lags.reduce((a, l) => a + l.trimmed, 0);
+        if (trimmed > 0) parts.push(`trimmed ${trimmed};`);
+      }
+      const cpu = [...now.cpu].map(([name, v]) => `${name} ${(((v - (this.last!.cpu.get(name) ?? v)) / s) * 100).toFixed(0)}`);
+      cpu.push(`postgres ${((postgresCpuDelta(this.last.postgres, now.postgres) / s) * 100).toFixed(0)}`);
+      parts.push(`cpu % ${cpu.join(', ')}`);
+      this.say(`      ${parts.join(' ')}`);
+      this.last = now;
+    } catch (err) {
+      this.say(`      watch: ${(err as Error).message}`);
+    } finally {
+      this.busy = false;
+    }
+  }
+}

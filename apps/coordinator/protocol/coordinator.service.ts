@@ -28,6 +28,12 @@ const TIMER_STEPS_AT_ONCE = 256;
  * overtook the save of `preparing` (the prepares leave ahead of it, perhaps from another replica).
  */
 const VOTE_AGAIN_AFTER_MS = 100;
+/**
+ * Steps of answers (votes, acks) that the inbox does not wait for, at most; beyond, it waits for
+ * each (see stepAnswer). Bounds the memory the steps hold when answers come faster than the log
+ * takes them.
+ */
+const ANSWER_STEPS_UNAWAITED = 2048;
 /** Sends remembered for answer-time samples at most (a sample lost is harmless). */
 const LAST_SENDS_AT_MOST = 100_000;
 
@@ -62,6 +68,8 @@ export class CoordinatorService implements OnApplicationShutdown {
   private stepCounter = 0;
   /** Steps (begin, apply) under way, for graceful shutdown. */
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Answer steps under way that the inbox did not wait for (see stepAnswer). */
+  private answerStepsUnawaited = 0;
   /** Shutting down: no more protocol messages or timers start steps. */
   private intakeClosed = false;
   /** Per transaction, resends put off in a row because the inbox had a backlog (see postponeResend). */
@@ -224,15 +232,14 @@ export class CoordinatorService implements OnApplicationShutdown {
       case 'vote': {
         this.logger.info({ ...log, vote: m.vote, reason: m.reason }, 'vote received');
         const vote: TimelessEvent = { type: 'vote', participant: m.participant, vote: m.vote, reason: m.reason };
-        const r = await this.apply(m.txId, vote);
-        if (!r) this.logger.warn(log, 'vote for an unknown transaction ignored');
-        else if (r.state.phase === 'active') this.voteAgainLater(m.txId, vote);
-        return;
+        return this.stepAnswer(m.txId, vote, (r) => {
+          if (!r) this.logger.warn(log, 'vote for an unknown transaction ignored');
+          else if (r.state.phase === 'active') this.voteAgainLater(m.txId, vote);
+        });
       }
       case 'ack':
         this.logger.info({ ...log, of: m.of }, 'ack received');
-        await this.apply(m.txId, { type: 'ack', participant: m.participant, of: m.of });
-        return;
+        return this.stepAnswer(m.txId, { type: 'ack', participant: m.participant, of: m.of });
       case 'status-request': {
         this.logger.info(log, 'status request');
         const r = await this.apply(m.txId, { type: 'status-request', participant: m.participant });
@@ -249,6 +256,25 @@ export class CoordinatorService implements OnApplicationShutdown {
       default:
         this.logger.warn(log, 'message meant for a participant arrived at the coordinator; ignored');
     }
+  }
+
+  /**
+   * Steps an answer without the inbox waiting for the step, up to ANSWER_STEPS_UNAWAITED at once.
+   * A Kafka consumer fetches again only when every message of its last fetch is handled, so waiting
+   * for the step that makes a decision durable (a group commit) held every partition's next answers
+   * behind it: under load the inbox fell behind. Not waiting gives up nothing the protocol needs:
+   * the step's own order is kept (steps of one transaction queue in the log in the order they
+   * start), and an answer lost because the coordinator stopped before its step was saved is asked
+   * for again by the resend that recovery sends, as for answers held in memory. A failed step is
+   * the resend's to repeat too.
+   */
+  private async stepAnswer(txId: string, event: TimelessEvent, then?: (r: StepResult | null) => void): Promise<void> {
+    const stepped = this.apply(txId, event).then(then);
+    if (this.answerStepsUnawaited >= ANSWER_STEPS_UNAWAITED) return stepped;
+    this.answerStepsUnawaited++;
+    void stepped
+      .catch((err) => this.logger.warn({ txId, type: event.type, err: String(err) }, 'answer step failed; a resend will ask again'))
+      .finally(() => this.answerStepsUnawaited--);
   }
 
   /** Steps a vote once more a little later (see VOTE_AGAIN_AFTER_MS); a resend would ask for it only much later. */

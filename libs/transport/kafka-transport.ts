@@ -24,7 +24,7 @@ import {
 } from '../protocol';
 import { Batcher } from '../concurrency/batcher';
 import { Breaker, BreakerSettings, breakerSettingsFromEnv } from '../resilience/breaker';
-import { KeyPartitioner } from './key-partitioner';
+import { KeyPartitioner, partitionOfKey } from './key-partitioner';
 import { Envelope, MessageHandler, MessageTransport } from './transport';
 
 /** Headers added to a dead-lettered message next to `tx-error`: where it was read from. */
@@ -86,6 +86,12 @@ export interface KafkaTransportOptions {
 
 const MAX_REDELIVERY_DELAY_MS = 10_000;
 /**
+ * How long a partition's lag, read with its last fetched batch, stays known. A partition being
+ * read is fetched many times a second, however far behind it is; one not fetched for this long is
+ * paused or no longer assigned here, and its last lag says nothing.
+ */
+const LAG_KNOWN_FOR_MS = 5000;
+/**
  * Handled messages' offsets are committed at most this often (and by the batch in hand when the
  * consumer stops), not after every batch: kafkajs waits for a commit before its next fetch, so a
  * commit per batch put one more broker round trip into every fetch cycle, and a request per
@@ -139,8 +145,10 @@ export class KafkaTransport implements MessageTransport {
   private stopping?: Promise<void>;
 
   private readonly producerBreaker: Breaker | null;
-  /** Per "topic|partition" read here: messages after the last fetched batch (see backlog). */
-  private readonly lags = new Map<string, number>();
+  /** Per partition of the listen topic read here: messages after its last fetched batch, and when (see backlog). */
+  private readonly lags = new Map<number, { lag: number; at: number }>();
+  /** Partitions of the listen topic, read when the consumer joins its group (0: not known yet). */
+  private listenPartitions = 0;
   /** The consumer is a member of its group with partitions assigned (see receiving). */
   private inGroup = false;
   /**
@@ -225,6 +233,10 @@ export class KafkaTransport implements MessageTransport {
       const { memberId, isLeader, memberAssignment } = e.payload;
       this.logger.info({ groupId, memberId, isLeader, memberAssignment }, 'kafka consumer joined its group');
       this.lags.clear(); // the assignment may have changed: lags are known again after the next fetch
+      void this.connectedAdmin()
+        .then((admin) => admin.fetchTopicMetadata({ topics: [listenTopic] }))
+        .then(({ topics: [t] }) => (this.listenPartitions = t?.partitions.length ?? 0))
+        .catch(() => undefined); // backlog() says 0 until known
       this.inGroup = true;
       joinedOnce = true;
       onFirstJoin?.();
@@ -314,10 +326,11 @@ export class KafkaTransport implements MessageTransport {
     return this.inGroup;
   }
 
-  backlog(): number {
-    let n = 0;
-    for (const lag of this.lags.values()) n += lag;
-    return n;
+  backlog(key: string): number {
+    if (this.listenPartitions === 0) return 0;
+    const read = this.lags.get(partitionOfKey(key, this.listenPartitions));
+    // A partition not fetched for a while (paused, or no longer ours) has no known backlog.
+    return read && Date.now() - read.at < LAG_KNOWN_FOR_MS ? read.lag : 0;
   }
 
   /** The state of this transport's circuit breakers, for health details. */
@@ -480,7 +493,7 @@ export class KafkaTransport implements MessageTransport {
       }
 
       const partitionKey = `${topic}|${partition}`;
-      this.lags.set(partitionKey, complete ? Math.max(0, Number(batch.offsetLag())) : batch.messages.length);
+      this.lags.set(partition, { lag: complete ? Math.max(0, Number(batch.offsetLag())) : batch.messages.length, at: Date.now() });
       if (complete) {
         this.failures.delete(partitionKey);
       } else if (isRunning()) {

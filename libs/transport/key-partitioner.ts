@@ -41,13 +41,17 @@ export function murmur2(data: Buffer): number {
  * 0.9 s of a restarted coordinator's CPU while it resent 30,000 prepares (BENCHMARKS.md, sixth
  * session).
  */
+/** The partition Kafka's default partitioning gives a key, of a topic with `partitions` partitions. */
+export function partitionOfKey(key: string | Buffer, partitions: number): number {
+  return (murmur2(Buffer.isBuffer(key) ? key : Buffer.from(key)) & 0x7fffffff) % partitions;
+}
+
 export const KeyPartitioner: ICustomPartitioner = () => {
   const next = new Map<string, number>();
   return ({ topic, partitionMetadata, message }: PartitionerArgs): number => {
     if (message.partition !== null && message.partition !== undefined) return message.partition;
     if (message.key !== null && message.key !== undefined) {
-      const key = Buffer.isBuffer(message.key) ? message.key : Buffer.from(String(message.key));
-      return (murmur2(key) & 0x7fffffff) % partitionMetadata.length;
+      return partitionOfKey(Buffer.isBuffer(message.key) ? message.key : String(message.key), partitionMetadata.length);
     }
     const available = partitionMetadata.filter((p) => p.leader >= 0);
     const n = (next.get(topic) ?? Math.floor(Math.random() * 0x7fffffff)) + 1;

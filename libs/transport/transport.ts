@@ -33,11 +33,12 @@ export interface MessageTransport {
   /** Resolves when the broker (or, for an HTTP participant, the coordinator) is reachable; rejects otherwise (readiness). */
   check(): Promise<void>;
   /**
-   * Messages known to be waiting in this process's inbox (Kafka: the lag of the partitions it
-   * reads, as of their last fetch); 0 when none or not known. A resend can wait while the answer
+   * Messages known to be waiting in this process's inbox where a message with this key (a
+   * transaction id) arrives (Kafka: the lag of the key's partition as of its last fetch, if that
+   * was within the last few seconds); 0 when none or not known. A resend can wait while the answer
    * may be among them.
    */
-  backlog?(): number;
+  backlog?(key: string): number;
   /**
    * False while this process cannot read its inbox (Kafka: its consumer is out of its group,
    * joining or rebalancing); answers cannot arrive then, so a resend cannot help. Absent: always.

@@ -15,6 +15,7 @@ import {
   VoteMessage,
 } from '../../libs/protocol';
 import { Envelope, KafkaTransport, SOURCE_TOPIC_HEADER, TransportLogger } from '../../libs/transport';
+import { KeyPartitioner, partitionOfKey } from '../../libs/transport/key-partitioner';
 import { startTestBroker, TestBroker } from '../support/broker';
 
 /** The mock broker's fetch long-poll always runs to the end: keep it short. */
@@ -470,5 +471,53 @@ describe('KafkaTransport receiving()', () => {
     expect(transport.receiving()).toBe(true);
     await transport.stop();
     expect(transport.receiving()).toBe(false);
+  });
+});
+
+describe('KafkaTransport backlog(key)', () => {
+  it('is the lag of the partition where that key arrives, as of its last fetch', async () => {
+    const prefix = newPrefix();
+    const t = topics(prefix);
+    await broker.createTopic(t.coordinator, 4);
+    const slow = randomUUID();
+    let other = randomUUID();
+    while (partitionOfKey(other, 4) === partitionOfKey(slow, 4)) other = randomUUID();
+    const kafka = new Kafka({ clientId: 'raw', brokers: broker.brokers, logLevel: logLevel.NOTHING });
+    const producer = kafka.producer({ createPartitioner: KeyPartitioner });
+    await producer.connect();
+    // Six answers of one transaction, each in its own produce request: the test broker hands over
+    // one such record batch per partition per fetch, so five wait behind the first.
+    for (let i = 1; i <= 6; i++) {
+      await producer.send({ topic: t.coordinator, acks: -1, messages: [{ key: slow, value: encodeMessage(vote(slow, `p${i}`, 'yes')) }] });
+    }
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const seen: string[] = [];
+    const transport = new KafkaTransport({
+      brokers: broker.brokers,
+      topicPrefix: prefix,
+      maxWaitTimeInMs: MAX_WAIT_MS,
+      clientId: 'coordinator',
+      groupId: `${prefix}coordinator`,
+      listenTopic: t.coordinator,
+    });
+    try {
+      expect(transport.backlog(slow)).toBe(0);
+      // The second answer is held, so the lag read with the first batch stays the last known.
+      await transport.start(async (m) => {
+        seen.push(m.participant);
+        if (m.participant === 'p2') await gate;
+      });
+      await waitFor('the second answer', () => seen.length === 2);
+      await waitFor('the lag of its partition', () => transport.backlog(slow) === 5);
+      expect(transport.backlog(other)).toBe(0);
+      release();
+      await waitFor('every answer', () => seen.length === 6);
+      await waitFor('no backlog', () => transport.backlog(slow) === 0);
+    } finally {
+      release();
+      await transport.stop();
+      await producer.disconnect();
+    }
   });
 });

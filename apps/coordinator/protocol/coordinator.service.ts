@@ -14,8 +14,6 @@ import { ResendBudget } from './resend-budget';
 import { TxTimers } from './timers';
 import { TRANSPORT } from './tokens';
 
-/** Resends of one transaction put off in a row at most, while the inbox has a backlog. */
-const MAX_POSTPONED = 4;
 /**
  * Steps started by timers (deadlines, resends) under way at once. Thousands of transactions begun
  * together reach their deadlines together (after a crash, all of them): stepping them all at once
@@ -72,8 +70,6 @@ export class CoordinatorService implements OnApplicationShutdown {
   private answerStepsUnawaited = 0;
   /** Shutting down: no more protocol messages or timers start steps. */
   private intakeClosed = false;
-  /** Per transaction, resends put off in a row because the inbox had a backlog (see postponeResend). */
-  private readonly postponed = new Map<string, number>();
   /** Resends per second, following the answers per second (see postponeResend). */
   private readonly resendBudget = new ResendBudget();
   /** Timer-fired steps wait here for a turn (see TIMER_STEPS_AT_ONCE). */
@@ -323,9 +319,12 @@ export class CoordinatorService implements OnApplicationShutdown {
    * lost, and resending anyway multiplies the load that made them late (every duplicate is answered
    * again): the system collapses into resends. So a resend first waits until its answer is overdue
    * by the answer times lately seen (AnswerTimes, at most TX_RESEND_MAX_MS after the send).
-   * The coordinator's inbox (its Kafka partitions) may also hold a backlog, with the votes and acks
-   * a resend would ask for already in it: a resend then waits one more interval, at most
-   * MAX_POSTPONED times in a row. A message really lost is still resent, only later. Beyond that,
+   * The partition of the coordinator's inbox where the answer arrives (its key is the transaction
+   * id) may also hold a backlog, with the answer a resend would ask for already in it: the resend
+   * then waits another interval, for as long as that partition is behind. A resend into it would
+   * only lengthen it: every transaction on a partition that fell behind resent into the same
+   * partition, which then never caught up (BENCHMARKS.md, seventh session). A message really lost
+   * is still resent, once its partition has been read up to date. Beyond that,
    * resends of all transactions together keep within a budget that follows the rate of answers
    * (ResendBudget), so they never outgrow the traffic that is getting through. While the inbox
    * cannot be read at all (the Kafka consumer joining its group, as after a restart, or
@@ -347,17 +346,9 @@ export class CoordinatorService implements OnApplicationShutdown {
   }
 
   private postponeResend(txId: string): boolean {
-    const wait = this.transport.receiving?.() === false || this.waitOutBacklog(txId) || !this.resendBudget.take();
+    const wait = this.transport.receiving?.() === false || (this.transport.backlog?.(txId) ?? 0) > 0 || !this.resendBudget.take();
     if (wait) this.metrics.onResendPostponed();
     return wait;
-  }
-
-  /** True (and counted) while the inbox has a backlog, at most MAX_POSTPONED times in a row per transaction. */
-  private waitOutBacklog(txId: string): boolean {
-    const n = this.postponed.get(txId) ?? 0;
-    if (!(this.transport.backlog?.() ?? 0) || n >= MAX_POSTPONED) return false;
-    this.postponed.set(txId, n + 1);
-    return true;
   }
 
   holdsTimers(txId: string): boolean {
@@ -408,7 +399,6 @@ export class CoordinatorService implements OnApplicationShutdown {
     for (const e of r.effects) {
       if (e.type === 'clear-timers') {
         this.timers.clear(txId);
-        this.postponed.delete(txId);
         this.lastSends.delete(txId);
       }
       if (e.type === 'set-timer') {
@@ -420,7 +410,6 @@ export class CoordinatorService implements OnApplicationShutdown {
             this.timers.set(txId, 'resend', Date.now() + wait, Date.now(), fire, attempt);
             return;
           }
-          this.postponed.delete(txId);
           const event: TimelessEvent = e.timer === 'deadline' ? { type: 'deadline' } : { type: 'resend', attempt };
           void this.timerSteps(() => (this.intakeClosed ? null : this.apply(txId, event)))
             .catch((err) => this.logger.warn({ txId, err: String(err) }, `${e.timer} timer failed; the sweep will retry`));

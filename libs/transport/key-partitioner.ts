@@ -32,6 +32,11 @@ export function murmur2(data: Buffer): number {
   return h | 0;
 }
 
+/** The partition Kafka's default partitioning gives a key, of a topic with `partitions` partitions. */
+export function partitionOfKey(key: string | Buffer, partitions: number): number {
+  return (murmur2(Buffer.isBuffer(key) ? key : Buffer.from(key)) & 0x7fffffff) % partitions;
+}
+
 /**
  * Kafka's default partitioning, as the Java client and kafkajs's `DefaultPartitioner` do it: a
  * message's own `partition` if it has one; else murmur2 of its key, made positive, modulo the
@@ -41,11 +46,6 @@ export function murmur2(data: Buffer): number {
  * 0.9 s of a restarted coordinator's CPU while it resent 30,000 prepares (BENCHMARKS.md, sixth
  * session).
  */
-/** The partition Kafka's default partitioning gives a key, of a topic with `partitions` partitions. */
-export function partitionOfKey(key: string | Buffer, partitions: number): number {
-  return (murmur2(Buffer.isBuffer(key) ? key : Buffer.from(key)) & 0x7fffffff) % partitions;
-}
-
 export const KeyPartitioner: ICustomPartitioner = () => {
   const next = new Map<string, number>();
   return ({ topic, partitionMetadata, message }: PartitionerArgs): number => {

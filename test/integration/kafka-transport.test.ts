@@ -453,17 +453,21 @@ describe('KafkaTransport readiness and an unreachable broker', () => {
   });
 });
 
+/** A coordinator-side transport of its own, on the prefix's coordinator topic. */
+function coordinatorTransport(prefix: string): KafkaTransport {
+  return new KafkaTransport({
+    brokers: broker.brokers,
+    topicPrefix: prefix,
+    maxWaitTimeInMs: MAX_WAIT_MS,
+    clientId: 'coordinator',
+    groupId: `${prefix}coordinator`,
+    listenTopic: topics(prefix).coordinator,
+  });
+}
+
 describe('KafkaTransport receiving()', () => {
   it('is false until the consumer has joined its group, true while in it, false after stop', async () => {
-    const prefix = newPrefix();
-    const transport = new KafkaTransport({
-      brokers: broker.brokers,
-      topicPrefix: prefix,
-      maxWaitTimeInMs: MAX_WAIT_MS,
-      clientId: 'coordinator',
-      groupId: `${prefix}coordinator`,
-      listenTopic: topics(prefix).coordinator,
-    });
+    const transport = coordinatorTransport(newPrefix());
     expect(transport.receiving()).toBe(false);
     const started = transport.start(async () => undefined);
     expect(transport.receiving()).toBe(false);
@@ -493,14 +497,7 @@ describe('KafkaTransport backlog(key)', () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const seen: string[] = [];
-    const transport = new KafkaTransport({
-      brokers: broker.brokers,
-      topicPrefix: prefix,
-      maxWaitTimeInMs: MAX_WAIT_MS,
-      clientId: 'coordinator',
-      groupId: `${prefix}coordinator`,
-      listenTopic: t.coordinator,
-    });
+    const transport = coordinatorTransport(prefix);
     try {
       expect(transport.backlog(slow)).toBe(0);
       // The second answer is held, so the lag read with the first batch stays the last known.

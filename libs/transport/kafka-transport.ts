@@ -166,8 +166,8 @@ export class KafkaTransport implements MessageTransport {
     maxWeight: MAX_BATCH_BYTES,
   });
 
-  /** Consecutive handler failures per "topic|partition", for the redelivery backoff. */
-  private readonly failures = new Map<string, number>();
+  /** Consecutive handler failures per partition of the listen topic, for the redelivery backoff. */
+  private readonly failures = new Map<number, number>();
   private readonly resumeTimers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: KafkaTransportOptions) {
@@ -492,13 +492,12 @@ export class KafkaTransport implements MessageTransport {
         resolveOffset(batch.messages[i].offset);
       }
 
-      const partitionKey = `${topic}|${partition}`;
       this.lags.set(partition, { lag: complete ? Math.max(0, Number(batch.offsetLag())) : batch.messages.length, at: Date.now() });
       if (complete) {
-        this.failures.delete(partitionKey);
+        this.failures.delete(partition);
       } else if (isRunning()) {
-        const n = (this.failures.get(partitionKey) ?? 0) + 1;
-        this.failures.set(partitionKey, n);
+        const n = (this.failures.get(partition) ?? 0) + 1;
+        this.failures.set(partition, n);
         const delay = Math.min(this.redeliveryDelayMs * 2 ** (n - 1), MAX_REDELIVERY_DELAY_MS);
         const resume = pause();
         const timer = setTimeout(() => {

@@ -9,6 +9,7 @@
 import { Client } from 'pg';
 import { seedInFlight } from '../support/in-flight';
 import { Cluster } from './cluster';
+import { coordinatorMetrics, metricSum } from './coordinator-metrics';
 import { ProcessSampler } from './stats';
 
 export interface RecoveryFigures {
@@ -37,7 +38,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
     const sampler = new ProcessSampler(cluster.coordinator.pid!);
     let peakHeap = 0;
     const heapTimer = setInterval(() => {
-      void coordinatorMetric(cluster.coordinatorUrl, HEAP_USED).then((b) => (peakHeap = Math.max(peakHeap, b)), () => undefined);
+      void heapUsed(cluster.coordinatorUrl).then((b) => (peakHeap = Math.max(peakHeap, b)), () => undefined);
     }, 500);
     // Watched on its own, every 100 ms from the restart: the progress loop below waits for counts
     // from a busy database and would see the first vote a second or more late. Votes that decide
@@ -47,7 +48,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
     const voteTimer = setInterval(() => {
       if (watching || firstVoteMs !== null) return;
       watching = true;
-      void coordinatorMetric(cluster.coordinatorUrl, VOTES_RECEIVED)
+      void votesReceived(cluster.coordinatorUrl)
         .then((votes) => {
           if (votes > 0 && firstVoteMs === null) firstVoteMs = Date.now() - started;
         }, () => undefined)
@@ -64,7 +65,7 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
                   (SELECT count(*)::int FROM tx_transaction WHERE id = ANY($1::uuid[]) AND outcome = 'abort') AS aborted`,
           [ids],
         )).rows[0];
-        const votes = await coordinatorMetric(cluster.coordinatorUrl, VOTES_RECEIVED).catch(() => 0);
+        const votes = await votesReceived(cluster.coordinatorUrl).catch(() => 0);
         const elapsed = Date.now() - started;
         if (elapsed >= (progress.length + 1) * 10_000) progress.push({ s: (progress.length + 1) * 10, committed, aborted, votes });
         if (committed + aborted === inFlight) {
@@ -83,12 +84,6 @@ export async function measureRecovery(cluster: Cluster, inFlight: number, finish
   }
 }
 
-const HEAP_USED = /^txcoord_nodejs_heap_size_used_bytes (\S+)$/m;
-const VOTES_RECEIVED = /^txcoord_messages_received_total\{type="vote"\} (\S+)$/m;
-
-/** One figure from the coordinator's Prometheus metrics (0 when it has none yet). */
-async function coordinatorMetric(coordinatorUrl: string, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${coordinatorUrl}/metrics`)).text();
-  const m = line.exec(text);
-  return m ? Number(m[1]) : 0;
-}
+/** The coordinator's heap in use and the votes it has received, from its metrics. */
+const heapUsed = async (url: string) => metricSum(await coordinatorMetrics(url), 'txcoord_nodejs_heap_size_used_bytes');
+const votesReceived = async (url: string) => metricSum(await coordinatorMetrics(url), 'txcoord_messages_received_total', 'type="vote"');

@@ -10,6 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Admin, Kafka, logLevel } from 'kafkajs';
 import { Client } from 'pg';
 import { topics } from '../../libs/protocol';
+import { coordinatorMetrics, metricSum } from './coordinator-metrics';
 import { cpuSeconds } from './stats';
 
 export interface WatchTarget {
@@ -43,17 +44,6 @@ function postgresCpuDelta(before: Map<number, number>, now: Map<number, number>)
   let total = 0;
   for (const [pid, cpu] of now) total += cpu - (before.get(pid) ?? 0);
   return total;
-}
-
-/** The sum of every sample of one metric in Prometheus text, optionally only those with a label value. */
-function metricSum(text: string, name: string, label?: string): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (label && !line.includes(label)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
-  }
-  return sum;
 }
 
 interface Reading {
@@ -102,7 +92,7 @@ export class Watch {
         cpu.set(name, NaN);
       }
     }
-    const text = await fetch(`${this.target.coordinatorUrl}/metrics`).then((r) => r.text(), () => '');
+    const text = await coordinatorMetrics(this.target.coordinatorUrl).catch(() => '');
     return {
       at: Date.now(),
       cpu,

@@ -4,6 +4,7 @@ import { TerminusModule } from '@nestjs/terminus';
 import { ThrottlerModule } from '@nestjs/throttler';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { LoggerModule, PinoLogger } from 'nestjs-pino';
+import type { Logger } from 'pino';
 import { AdminController } from './api/admin.controller';
 import { ProblemFilter } from './api/problem.filter';
 import { ApiKeyGuard } from './api/auth.guard';
@@ -25,17 +26,12 @@ import { createTransport } from './protocol/transport.factory';
 
 @Module({})
 export class AppModule {
-  static forRoot(config: CoordinatorConfig): DynamicModule {
+  static forRoot(config: CoordinatorConfig, logger: Logger): DynamicModule {
     return {
       module: AppModule,
       imports: [
-        LoggerModule.forRoot({
-          pinoHttp: {
-            level: config.logLevel,
-            redact: ['req.headers.authorization', 'req.headers.cookie'],
-            autoLogging: { ignore: (req) => (req.url ?? '').startsWith('/health') },
-          },
-        }),
+        // No request middleware from nestjs-pino (forRoutes: none): main.ts mounts the access log.
+        LoggerModule.forRoot({ pinoHttp: { logger }, forRoutes: [] }),
         TypeOrmModule.forRootAsync({ useFactory: () => databaseOptions(config) }),
         TerminusModule,
         ThrottlerModule.forRoot(rateLimitOptions(config)),

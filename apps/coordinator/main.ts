@@ -7,6 +7,7 @@ import { bodyErrors, jsonBody, messageBody, requireJson } from './api/body';
 import { setupOpenApi } from './api/openapi';
 import { RequestsInProgress, shutdownGate } from './api/shutdown-gate';
 import { ConfigError, CoordinatorConfig, loadConfig } from './config/config';
+import { accessLog, coordinatorLogger } from './logger';
 import { LifecycleService } from './protocol/lifecycle.service';
 
 function configOrExit(): CoordinatorConfig {
@@ -22,12 +23,14 @@ function configOrExit(): CoordinatorConfig {
 async function main(): Promise<void> {
   const config = configOrExit();
   // forceCloseConnections: at close, idle keep-alive connections are dropped instead of waited for.
-  const app = await NestFactory.create(AppModule.forRoot(config), { bodyParser: false, bufferLogs: true, forceCloseConnections: true });
+  const root = coordinatorLogger(config.logLevel);
+  const app = await NestFactory.create(AppModule.forRoot(config, root), { bodyParser: false, bufferLogs: true, forceCloseConnections: true });
   const logger = app.get(Logger);
   app.useLogger(logger);
   const lifecycle = app.get(LifecycleService);
   const requests = new RequestsInProgress();
   app.use(requests.middleware);
+  app.use(accessLog(root));
   app.use(shutdownGate(() => lifecycle.phase));
   // Protocol messages are read raw (their signature covers the exact bytes); everything else is JSON.
   app.use('/v1/messages', messageBody(config.bodyLimitBytes));

@@ -81,8 +81,15 @@ describe('API keys (COORDINATOR_API_KEYS)', () => {
     }
   });
 
-  it('never logs a key', async () => {
-    await api(c.url, 'GET', '/v1/transactions', undefined, { authorization: `Bearer ${KEYS[1]}` });
+  it('logs each request answered, and never a key', async () => {
+    await api(c.url, 'GET', '/v1/transactions?limit=3', undefined, { authorization: `Bearer ${KEYS[1]}` });
+    const line = () => c.proc.output().split('\n').find((l) => l.includes('"url":"/v1/transactions?limit=3"'));
+    for (let i = 0; i < 50 && !line(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(JSON.parse(line()!)).toMatchObject({
+      msg: 'request completed',
+      req: { method: 'GET', headers: { authorization: '[Redacted]' } },
+      res: { statusCode: 200 },
+    });
     for (const key of [...KEYS, 'wrong-api-key-0123456789']) expect(c.proc.output()).not.toContain(key);
   });
 });

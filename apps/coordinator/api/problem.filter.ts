@@ -1,5 +1,5 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
-import { Response } from 'express';
+import { Request, Response } from 'express';
 import { PinoLogger } from 'nestjs-pino';
 import { isStoreUnavailable, retryAfterSeconds } from '../log/store-errors';
 import { problem, Problem, ProblemException } from './problem';
@@ -15,6 +15,9 @@ export class ProblemFilter implements ExceptionFilter {
 
   catch(err: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
+    const req = host.switchToHttp().getRequest<Request & { id?: unknown }>();
+    // The request, for lines that say something went wrong (no request-scoped logger: see logger.ts).
+    const request = { reqId: req.id, method: req.method, url: req.originalUrl };
     let body: Problem;
     let headers: Record<string, string> = {};
     if (err instanceof ProblemException) {
@@ -26,11 +29,11 @@ export class ProblemFilter implements ExceptionFilter {
       const detail = typeof r === 'string' ? r : String((r as { message?: unknown }).message ?? err.message);
       body = problem(status, SLUGS[status] ?? 'http-error', detail);
     } else if (isStoreUnavailable(err)) {
-      this.logger.warn({ err: String(err) }, 'decision log unreachable');
+      this.logger.warn({ err: String(err), ...request }, 'decision log unreachable');
       body = problem(503, 'log-store-unavailable', 'The decision log is unreachable; no transaction was left half-changed. Retry later.');
       headers = { 'Retry-After': String(retryAfterSeconds(err)) };
     } else {
-      this.logger.error({ err }, 'unexpected error');
+      this.logger.error({ err, ...request }, 'unexpected error');
       body = problem(500, 'internal', 'Unexpected error; the request may be retried.');
     }
     res.status(body.status).set({ ...headers, 'Content-Type': 'application/problem+json' }).send(JSON.stringify(body));

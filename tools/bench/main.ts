@@ -169,6 +169,17 @@ function parseArgs(argv: string[]): Options {
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
 
+/**
+ * Warm-up before a measurement, for a cell and for its bare ceiling alike. Under concurrency the
+ * system takes 15–20 s to settle here (seen with --watch, 2PC, 3 participants, 64 clients: 41–53
+ * commits/s in the first five seconds, 85–95 from the twentieth, on fresh processes and on warm
+ * ones: the consumers settle a little behind, and then read and answer more per fetch), so two
+ * seconds measured mostly the climb. A cluster's first cell also warms JIT, pools and group joins.
+ */
+function warmupMs(concurrency: number, firstOnCluster = false): number {
+  return (concurrency > 1 ? 15_000 : 2_000) + (firstOnCluster ? 3_000 : 0);
+}
+
 async function measureCell(cluster: Cluster, o: Options, protocol: Protocol, concurrency: number, warmupMs: number, broker: BrokerProcess, transport: Transport): Promise<Omit<Cell, 'transport' | 'participants'>> {
   const sampler = new ProcessSampler(cluster.coordinatorPid);
   const watch = o.watchS > 0 ? new Watch(watchTarget(cluster, broker, transport), o.watchS, say) : undefined;
@@ -256,8 +267,7 @@ async function main(): Promise<void> {
                 const left = await drained(cluster, DRAIN_TIMEOUT_MS);
                 if (left > 0) say(`      (${left} transactions of the cells before still unfinished after ${DRAIN_TIMEOUT_MS / 1000} s: this cell shares the machine with them)`);
               }
-              // The first cell on fresh processes warms up longer (JIT, connection pools, group joins).
-              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, first ? 5000 : 2000, broker, transport)) };
+              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, warmupMs(concurrency, first), broker, transport)) };
               first = false;
               cells.push(cell);
               say(row(cell));
@@ -319,7 +329,7 @@ async function main(): Promise<void> {
     for (const key of wanted) {
       const [p, n, c] = key.split('/');
       const watch = o.watchS > 0 ? { everyS: o.watchS, brokerPid: broker.pid, say } : undefined;
-      const r = await bareRounds({ ...bare, watch }, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: 2000 });
+      const r = await bareRounds({ ...bare, watch }, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: warmupMs(Number(c)) });
       ceilings.set(key, r);
       say(`  bare kafkajs ceiling ${p}, ${n} participants, concurrency ${c}: ${r.tps.toFixed(0)} tx/s (p50 ${ms(r.latency.p50)} ms)`);
     }

@@ -11,7 +11,7 @@ export function coordinatorLogger(level: string): Logger {
  * The access log: a line per answered request (health probes left out), mounted as plain Express
  * middleware. nestjs-pino's own would run each request in an AsyncLocalStorage, and on Node 20 that
  * turns on promise hooks for every promise of the process from the first request on, kafkajs' and
- * pg's included: a fifth of a begin request's time here (BENCHMARKS.md, eighth session). Lines
+ * pg's included: about a quarter of a begin request's time here (BENCHMARKS.md, eighth session). Lines
  * logged while handling a request carry what they need (transaction id, route) themselves.
  */
 export function accessLog(logger: Logger) {

@@ -17,7 +17,7 @@ import { Client } from 'pg';
 import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
 import { KeyPartitioner } from '../../libs/transport/key-partitioner';
 import { ManagedProcess } from '../support/processes';
-import { cpuSeconds, latency, Latency, percentile } from './stats';
+import { cpuPercents, cpuSeconds, latency, Latency, percentile } from './stats';
 
 export interface CeilingResult {
   tps: number;
@@ -138,19 +138,18 @@ export async function bareRounds(
 
 /** The bare pattern's `--watch` line: what a long run of the ceiling does over time, with no coordinator in it. */
 function watchRounds(w: NonNullable<BareSettings['watch']>, echoPids: number[], finished: () => number): NodeJS.Timeout {
-  const cpu = () => ({
-    broker: cpuSeconds(w.brokerPid),
-    echoes: echoPids.reduce((a, pid) => a + cpuSeconds(pid), 0),
-    bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
-  });
+  const cpu = () => new Map([
+    ['broker', cpuSeconds(w.brokerPid)],
+    ['echoes', echoPids.reduce((a, pid) => a + cpuSeconds(pid), 0)],
+    ['bench', process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6],
+  ]);
   const started = Date.now();
   let last = { at: started, done: finished(), cpu: cpu() };
   return setInterval(() => {
     try {
       const now = { at: Date.now(), done: finished(), cpu: cpu() };
       const s = (now.at - last.at) / 1000;
-      const pct = (k: keyof ReturnType<typeof cpu>) => (((now.cpu[k] - last.cpu[k]) / s) * 100).toFixed(0);
-      w.say(`      at ${String(Math.round((now.at - started) / 1000)).padStart(4)} s: ${((now.done - last.done) / s).toFixed(0)} tx/s; cpu % broker ${pct('broker')}, echoes ${pct('echoes')}, bench ${pct('bench')}`);
+      w.say(`      at ${String(Math.round((now.at - started) / 1000)).padStart(4)} s: ${((now.done - last.done) / s).toFixed(0)} tx/s; cpu % ${cpuPercents(last.cpu, now.cpu, s).join(', ')}`);
       last = now;
     } catch (err) {
       w.say(`      watch: ${(err as Error).message}`);

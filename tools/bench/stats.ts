@@ -40,6 +40,11 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
 }
 
+/** Each process's share of a core between two readings of CPU seconds by name, as `name %` (100: one core busy). */
+export function cpuPercents(before: Map<string, number>, now: Map<string, number>, seconds: number): string[] {
+  return [...now].map(([name, v]) => `${name} ${(((v - (before.get(name) ?? v)) / seconds) * 100).toFixed(0)}`);
+}
+
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : 0;

@@ -11,7 +11,7 @@ import { Admin, Kafka, logLevel } from 'kafkajs';
 import { Client } from 'pg';
 import { topics } from '../../libs/protocol';
 import { coordinatorMetrics, metricSum } from './coordinator-metrics';
-import { cpuSeconds } from './stats';
+import { cpuPercents, cpuSeconds } from './stats';
 
 export interface WatchTarget {
   coordinatorUrl: string;
@@ -151,7 +151,7 @@ export class Watch {
         const trimmed = lags.reduce((a, l) => a + l.trimmed, 0);
         if (trimmed > 0) parts.push(`trimmed ${trimmed};`);
       }
-      const cpu = [...now.cpu].map(([name, v]) => `${name} ${(((v - (this.last!.cpu.get(name) ?? v)) / s) * 100).toFixed(0)}`);
+      const cpu = cpuPercents(this.last.cpu, now.cpu, s);
       cpu.push(`postgres ${((postgresCpuDelta(this.last.postgres, now.postgres) / s) * 100).toFixed(0)}`);
       parts.push(`cpu % ${cpu.join(', ')}`);
       this.say(`      ${parts.join(' ')}`);

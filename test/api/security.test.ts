@@ -11,6 +11,7 @@ import { MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES } from '../../apps/coordinator/ap
 import { loadConfig } from '../../apps/coordinator/config/config';
 import { api, startCoordinator, TestCoordinator } from '../support/coordinator';
 import { dropCreatedDatabases, query } from '../support/postgres';
+import { eventually } from '../support/processes';
 
 jest.setTimeout(90_000);
 
@@ -83,9 +84,11 @@ describe('API keys (COORDINATOR_API_KEYS)', () => {
 
   it('logs each request answered, and never a key', async () => {
     await api(c.url, 'GET', '/v1/transactions?limit=3', undefined, { authorization: `Bearer ${KEYS[1]}` });
-    const line = () => c.proc.output().split('\n').find((l) => l.includes('"url":"/v1/transactions?limit=3"'));
-    for (let i = 0; i < 50 && !line(); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(JSON.parse(line()!)).toMatchObject({
+    const line = await eventually(
+      async () => c.proc.output().split('\n').find((l) => l.includes('"url":"/v1/transactions?limit=3"')),
+      (l) => l !== undefined, 5_000, 'the request\'s access log line',
+    );
+    expect(JSON.parse(line!)).toMatchObject({
       msg: 'request completed',
       req: { method: 'GET', headers: { authorization: '[Redacted]' } },
       res: { statusCode: 200 },

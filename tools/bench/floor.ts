@@ -138,11 +138,14 @@ export async function bareRounds(
 
 /** The bare pattern's `--watch` line: what a long run of the ceiling does over time, with no coordinator in it. */
 function watchRounds(w: NonNullable<BareSettings['watch']>, echoPids: number[], finished: () => number): NodeJS.Timeout {
-  const cpu = () => new Map([
-    ['broker', cpuSeconds(w.brokerPid)],
-    ['echoes', echoPids.reduce((a, pid) => a + cpuSeconds(pid), 0)],
-    ['bench', process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6],
-  ]);
+  const cpu = () => {
+    const own = process.cpuUsage();
+    return new Map([
+      ['broker', cpuSeconds(w.brokerPid)],
+      ['echoes', echoPids.reduce((a, pid) => a + cpuSeconds(pid), 0)],
+      ['bench', (own.user + own.system) / 1e6],
+    ]);
+  };
   const started = Date.now();
   let last = { at: started, done: finished(), cpu: cpu() };
   return setInterval(() => {

@@ -176,7 +176,7 @@ const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
  * ones: the consumers settle a little behind, and then read and answer more per fetch), so two
  * seconds measured mostly the climb. A cluster's first cell also warms JIT, pools and group joins.
  */
-function warmupMs(concurrency: number, firstOnCluster = false): number {
+function warmupFor(concurrency: number, firstOnCluster = false): number {
   return (concurrency > 1 ? 15_000 : 2_000) + (firstOnCluster ? 3_000 : 0);
 }
 
@@ -267,7 +267,7 @@ async function main(): Promise<void> {
                 const left = await drained(cluster, DRAIN_TIMEOUT_MS);
                 if (left > 0) say(`      (${left} transactions of the cells before still unfinished after ${DRAIN_TIMEOUT_MS / 1000} s: this cell shares the machine with them)`);
               }
-              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, warmupMs(concurrency, first), broker, transport)) };
+              const cell = { transport, participants, ...(await measureCell(cluster, o, protocol, concurrency, warmupFor(concurrency, first), broker, transport)) };
               first = false;
               cells.push(cell);
               say(row(cell));
@@ -329,7 +329,7 @@ async function main(): Promise<void> {
     for (const key of wanted) {
       const [p, n, c] = key.split('/');
       const watch = o.watchS > 0 ? { everyS: o.watchS, brokerPid: broker.pid, say } : undefined;
-      const r = await bareRounds({ ...bare, watch }, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: warmupMs(Number(c)) });
+      const r = await bareRounds({ ...bare, watch }, { participants: Number(n), rounds: p === '2pc' ? 2 : 3, concurrency: Number(c), durationMs: o.durationS * 1000, warmupMs: warmupFor(Number(c)) });
       ceilings.set(key, r);
       say(`  bare kafkajs ceiling ${p}, ${n} participants, concurrency ${c}: ${r.tps.toFixed(0)} tx/s (p50 ${ms(r.latency.p50)} ms)`);
     }

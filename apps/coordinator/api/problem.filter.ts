@@ -14,8 +14,9 @@ export class ProblemFilter implements ExceptionFilter {
   constructor(private readonly logger: PinoLogger) {}
 
   catch(err: unknown, host: ArgumentsHost): void {
-    const res = host.switchToHttp().getResponse<Response>();
-    const req = host.switchToHttp().getRequest<Request & { id?: unknown }>();
+    const http = host.switchToHttp();
+    const res = http.getResponse<Response>();
+    const req = http.getRequest<Request & { id?: unknown }>();
     // The request, for lines that say something went wrong (no request-scoped logger: see logger.ts).
     const request = { reqId: req.id, method: req.method, url: req.originalUrl };
     let body: Problem;

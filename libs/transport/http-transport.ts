@@ -1,4 +1,6 @@
 import CircuitBreaker from 'opossum';
+import { Agent, Dispatcher } from 'undici';
+import { Slots } from '../concurrency/slots';
 import { decodeMessage, encodeMessage, isForParticipant, ProtocolMessage, sign, SIGNATURE_HEADER } from '../protocol';
 import { listenForMessages, MessageListener } from './http-listener';
 import type { TransportLogger } from './kafka-transport';
@@ -27,11 +29,22 @@ export interface HttpTransportOptions {
   listen?: { host: string; port: number; limitBytes?: number };
   /** Timeout of one POST (default 1000). */
   requestTimeoutMs?: number;
+  /**
+   * Posts under way to one destination at most, each on a kept-alive connection of its own
+   * (default 16). More wait for one of them to finish, within deliveryBudgetMs: a busy receiver
+   * gets its work at the pace it answers instead of a flood of new connections, and a post
+   * that only waited here counts nothing against the destination's breaker.
+   */
+  connectionsPerDestination?: number;
   /** Posts of one message, first included (default 3). */
   attempts?: number;
   /** First pause between attempts, doubling, with jitter (default 100). */
   retryDelayMs?: number;
-  /** All attempts of one message end within this (default 2000); then send() rejects. */
+  /**
+   * Attempts of one message start within this (default 2000), each with its whole request
+   * timeout; then send() rejects. A post never starts short of time, so a slow answer after a
+   * wait for a connection is not taken for a failing destination.
+   */
   deliveryBudgetMs?: number;
   /** Failures within `windowMs` before a destination's breaker may open (default 5). */
   breakerVolumeThreshold?: number;
@@ -54,13 +67,21 @@ class PostError extends Error {
   constructor(
     message: string,
     readonly status?: number,
+    /** No answer within the request timeout. */
+    readonly timedOut = false,
   ) {
     super(message);
   }
 }
 
-/** Breakers kept at most; the least recently used one goes first. */
-const MAX_BREAKERS = 1000;
+/** Destinations (breaker and slots) kept at most; the least recently used one goes first. */
+const MAX_DESTINATIONS = 1000;
+
+/** What is kept per destination URL: its circuit breaker and the posts under way to it. */
+interface Destination {
+  breaker: CircuitBreaker<[Buffer, Record<string, string>, number], void>;
+  slots: Slots;
+}
 
 /**
  * The protocol over HTTP (CONTRACT section 3b): the same message values and `tx-signature` header
@@ -68,10 +89,13 @@ const MAX_BREAKERS = 1000;
  *
  * Sending: coordinator → participant messages go to `<participant url>/tx/messages` (the URL from
  * send()'s routes, else from participantUrls), the others to `<coordinatorUrl>/v1/messages`.
- * Messages to one URL go one after the other, in order; different URLs in parallel. A failed post
- * is tried again a few times with backoff and jitter within deliveryBudgetMs; after that send()
- * rejects, and the caller's own resend takes over. Each destination URL has a circuit breaker:
- * after repeated failures it fails fast, and after breakerResetMs lets one probe through.
+ * Messages to one URL go one after the other, in order; different URLs in parallel. At most
+ * connectionsPerDestination posts are under way to one URL, on kept-alive connections (undici);
+ * the rest wait their turn. A failed post is tried again a few times with backoff and jitter
+ * within deliveryBudgetMs; after that send() rejects, and the caller's own resend takes over.
+ * Each destination URL has a circuit breaker: after repeated failures (refused connections, 5xx,
+ * 429, or timeouts from a destination that answered nothing for a whole window) it fails fast,
+ * and after breakerResetMs lets one probe through.
  *
  * Receiving: receive() is the one decode path of both sides. The coordinator's web app calls it
  * from its route; a participant gets a small server of its own (`listen`). A readable message is
@@ -81,7 +105,8 @@ const MAX_BREAKERS = 1000;
  */
 export class HttpTransport implements MessageTransport {
   private readonly logger: TransportLogger;
-  private readonly breakers = new Map<string, CircuitBreaker<[Buffer, Record<string, string>, number], void>>();
+  private readonly destinations = new Map<string, Destination>();
+  private readonly agent: Agent;
   private readonly running = new Set<Promise<void>>();
   private handler?: MessageHandler;
   private listener?: MessageListener;
@@ -90,6 +115,8 @@ export class HttpTransport implements MessageTransport {
   constructor(private readonly opts: HttpTransportOptions) {
     if (opts.role === 'participant' && !opts.coordinatorUrl) throw new Error('HttpTransport: coordinatorUrl is required for a participant');
     this.logger = opts.logger ?? silentLogger;
+    // Keep-alive below Node's server default (5 s), so a connection is not reused as the server closes it.
+    this.agent = new Agent({ connections: this.connections, keepAliveTimeout: 4000 });
   }
 
   async start(handler: MessageHandler): Promise<void> {
@@ -185,8 +212,9 @@ export class HttpTransport implements MessageTransport {
       new Promise((resolve) => (timer = setTimeout(resolve, this.opts.stopTimeoutMs ?? 5000))),
     ]);
     clearTimeout(timer);
-    for (const b of this.breakers.values()) b.shutdown();
-    this.breakers.clear();
+    for (const d of this.destinations.values()) d.breaker.shutdown();
+    this.destinations.clear();
+    await this.agent.destroy().catch(() => undefined); // posts still under way end now; resends cover them
   }
 
   private destination(m: ProtocolMessage, routes?: ReadonlyMap<string, string>): string | null {
@@ -217,68 +245,92 @@ export class HttpTransport implements MessageTransport {
 
   /** One message, retried on network errors, timeouts, 429 and 5xx within the delivery budget. */
   private async deliver(url: string, body: Buffer, headers: Record<string, string>): Promise<void> {
-    const breaker = this.breaker(url);
+    const { breaker, slots } = this.destinationAt(url);
     const attempts = this.opts.attempts ?? 3;
     const budget = this.opts.deliveryBudgetMs ?? 2000;
     const requestTimeout = this.opts.requestTimeoutMs ?? 1000;
     const started = Date.now();
+    const left = () => Math.max(1, budget - (Date.now() - started));
     for (let attempt = 1; ; attempt++) {
-      const left = budget - (Date.now() - started);
-      try {
-        await breaker.fire(body, headers, Math.max(1, Math.min(requestTimeout, left)));
-        return;
-      } catch (err) {
-        if ((err as { code?: string }).code === 'EOPENBREAKER') {
-          throw new Error('circuit breaker open after repeated failures; failing fast');
-        }
-        if (!retriable(err) || attempt >= attempts) throw err;
-        // Equal jitter: half the delay fixed, half random, so retries of many senders spread.
-        const d = (this.opts.retryDelayMs ?? 100) * 2 ** (attempt - 1);
-        const delay = d / 2 + (Math.random() * d) / 2;
-        if (Date.now() - started + delay >= budget) throw err;
-        await new Promise((resolve) => setTimeout(resolve, delay));
+      if (!(await slots.acquire(left()))) {
+        throw new Error(`no free connection within the delivery budget (${slots.size} posts to it under way)`);
       }
+      let err: unknown;
+      try {
+        await breaker.fire(body, headers, requestTimeout);
+        return;
+      } catch (e) {
+        err = e;
+      } finally {
+        slots.release();
+      }
+      if ((err as { code?: string }).code === 'EOPENBREAKER') {
+        throw new Error('circuit breaker open after repeated failures; failing fast');
+      }
+      if (!retriable(err) || attempt >= attempts) throw err;
+      // Equal jitter: half the delay fixed, half random, so retries of many senders spread.
+      const d = (this.opts.retryDelayMs ?? 100) * 2 ** (attempt - 1);
+      const delay = d / 2 + (Math.random() * d) / 2;
+      if (Date.now() - started + delay >= budget) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
-  private breaker(url: string): CircuitBreaker<[Buffer, Record<string, string>, number], void> {
-    let b = this.breakers.get(url);
-    if (b) {
-      this.breakers.delete(url); // re-inserted below: the map's order is least recently used first
+  private get connections(): number {
+    return this.opts.connectionsPerDestination ?? 16;
+  }
+
+  /** The destination's breaker and slots, kept for the most recently used MAX_DESTINATIONS URLs. */
+  private destinationAt(url: string): Destination {
+    let d = this.destinations.get(url);
+    if (d) {
+      this.destinations.delete(url); // re-inserted below: the map's order is least recently used first
     } else {
-      b = new CircuitBreaker((body: Buffer, headers: Record<string, string>, timeoutMs: number) => post(url, body, headers, timeoutMs), {
+      const target = new URL(url);
+      const windowMs = this.opts.breakerWindowMs ?? 10_000;
+      let answeredAt = Date.now(); // a new destination has a window's grace, as if it had just answered
+      const breaker = new CircuitBreaker(async (body: Buffer, headers: Record<string, string>, timeoutMs: number) => {
+        await post(this.agent, target, body, headers, timeoutMs, () => (answeredAt = Date.now()));
+      }, {
         timeout: false, // each post has its own AbortSignal timeout
         volumeThreshold: this.opts.breakerVolumeThreshold ?? 5,
         errorThresholdPercentage: this.opts.breakerErrorPercentage ?? 50,
         resetTimeout: this.opts.breakerResetMs ?? 5000,
-        rollingCountTimeout: this.opts.breakerWindowMs ?? 10_000,
-        // A 4xx other than 429 means the destination is up and answered: not a failure of it.
-        errorFilter: (err: unknown) => err instanceof PostError && isClientError(err.status),
+        rollingCountTimeout: windowMs,
+        // Not failures of the destination: a 4xx other than 429 (it is up and answered), and a
+        // timeout while it answered some post within the window (slow under load, not down:
+        // opening would stop every post to it for breakerResetMs and pile the resends up for
+        // afterwards; the slots already bound what its slowness costs).
+        errorFilter: (err: unknown) =>
+          err instanceof PostError && (isClientError(err.status) || (err.timedOut && Date.now() - answeredAt < windowMs)),
       });
-      b.on('open', () => this.logger.warn({ url, resetMs: this.opts.breakerResetMs ?? 5000 }, 'circuit breaker opened: failing fast'));
-      b.on('halfOpen', () => this.logger.info({ url }, 'circuit breaker half-open: letting one probe through'));
-      b.on('close', () => this.logger.info({ url }, 'circuit breaker closed: destination answers again'));
-      if (this.breakers.size >= MAX_BREAKERS) {
-        const [oldest, old] = this.breakers.entries().next().value!;
-        old.shutdown();
-        this.breakers.delete(oldest);
+      breaker.on('open', () => this.logger.warn({ url, resetMs: this.opts.breakerResetMs ?? 5000 }, 'circuit breaker opened: failing fast'));
+      breaker.on('halfOpen', () => this.logger.info({ url }, 'circuit breaker half-open: letting one probe through'));
+      breaker.on('close', () => this.logger.info({ url }, 'circuit breaker closed: destination answers again'));
+      d = { breaker, slots: new Slots(this.connections) };
+      if (this.destinations.size >= MAX_DESTINATIONS) {
+        const [oldest, old] = this.destinations.entries().next().value!;
+        old.breaker.shutdown();
+        this.destinations.delete(oldest);
       }
     }
-    this.breakers.set(url, b);
-    return b;
+    this.destinations.set(url, d);
+    return d;
   }
 }
 
-async function post(url: string, body: Buffer, headers: Record<string, string>, timeoutMs: number): Promise<void> {
-  let res: Response;
+/** One POST through the agent's kept-alive connections; `answered` is called when any answer comes. */
+async function post(agent: Agent, target: URL, body: Buffer, headers: Record<string, string>, timeoutMs: number, answered: () => void): Promise<void> {
+  let res: Dispatcher.ResponseData;
   try {
-    res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
+    res = await agent.request({ origin: target.origin, path: target.pathname + target.search, method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
-    throw new PostError(describe(err));
+    throw new PostError(describe(err), undefined, (err as { name?: string })?.name === 'TimeoutError');
   }
-  const text = await res.text().catch(() => '');
-  if (res.ok) return;
-  throw new PostError(`answered ${res.status}: ${problemDetail(text) ?? res.statusText}`, res.status);
+  answered();
+  const text = await res.body.text().catch(() => '');
+  if (res.statusCode >= 200 && res.statusCode < 300) return;
+  throw new PostError(`answered ${res.statusCode}: ${problemDetail(text) ?? `HTTP ${res.statusCode}`}`, res.statusCode);
 }
 
 function retriable(err: unknown): boolean {
@@ -299,10 +351,11 @@ function problemDetail(text: string): string | null {
   return text ? text.slice(0, 200) : null;
 }
 
-/** fetch's errors hide the reason in `cause` (ECONNREFUSED, ...) or name it (TimeoutError). */
+/** The reason of a failed post: a timeout, a socket error code (ECONNREFUSED, ...), or the message. */
 function describe(err: unknown): string {
-  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  const e = err as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
   if (e?.name === 'TimeoutError') return 'no answer in time';
+  if (e?.code && !e.code.startsWith('UND_ERR')) return e.code; // ECONNREFUSED, ECONNRESET, ...
   return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
 }
 

@@ -150,6 +150,89 @@ describe('HttpTransport sending', () => {
   });
 });
 
+describe('HttpTransport under load', () => {
+  /** A receiver that answers `answer(n)` (202 after a delay, or never), counting posts at once and connections. */
+  async function slowReceiver(answer: (n: number) => number | 'never') {
+    let n = 0;
+    let now = 0;
+    let most = 0;
+    const connections = new Set<number>();
+    const server = createServer((req, res) => {
+      connections.add(req.socket.remotePort!);
+      req.resume();
+      req.on('end', () => {
+        const delay = answer(++n);
+        if (delay === 'never') return;
+        most = Math.max(most, ++now);
+        setTimeout(() => {
+          now--;
+          res.writeHead(202).end('{}');
+        }, delay).unref();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      stats: () => ({ posts: n, mostAtOnce: most, connections: connections.size }),
+      close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    };
+  }
+
+  it('keeps at most connectionsPerDestination posts under way to one URL, on kept-alive connections; the rest wait their turn', async () => {
+    const r = await slowReceiver(() => 30);
+    const t = make({ role: 'coordinator', connectionsPerDestination: 3 });
+    const route = new Map([['a', r.url]]);
+    await Promise.all(Array.from({ length: 12 }, () => t.send([prepare('a')], route)));
+    expect(r.stats()).toEqual({ posts: 12, mostAtOnce: 3, connections: 3 });
+    await t.stop();
+    await r.close();
+  });
+
+  it('fails a post that found no free connection within the budget with that reason, and its breaker stays closed', async () => {
+    const { logger, lines } = recordingLogger();
+    const r = await slowReceiver(() => 400);
+    const t = make({ role: 'coordinator', logger, connectionsPerDestination: 1, deliveryBudgetMs: 100, breakerVolumeThreshold: 2 });
+    const route = new Map([['a', r.url]]);
+    const results = await Promise.allSettled(Array.from({ length: 6 }, () => t.send([prepare('a')], route)));
+    expect(results.filter((x) => x.status === 'fulfilled')).toHaveLength(1);
+    for (const x of results.filter((x) => x.status === 'rejected')) {
+      expect(String((x as PromiseRejectedResult).reason)).toMatch(/no free connection within the delivery budget \(1 posts to it under way\)/);
+    }
+    expect(r.stats().posts).toBe(1); // the others were never sent
+    expect(lines.some((l) => l.msg === 'circuit breaker opened: failing fast')).toBe(false);
+    await t.stop();
+    await r.close();
+  });
+
+  it('does not open the breaker on timeouts while the destination answers other posts, and opens it when it answers nothing for a window', async () => {
+    const { logger, lines } = recordingLogger();
+    const opened = () => lines.some((l) => l.msg === 'circuit breaker opened: failing fast');
+    const options = { role: 'coordinator' as const, logger, requestTimeoutMs: 100, attempts: 1, breakerVolumeThreshold: 2, breakerWindowMs: 400 };
+
+    // Slow, not down: every other post gets no answer in time, the rest are answered.
+    const slow = await slowReceiver((n) => (n % 2 ? 300 : 5));
+    const t = make(options);
+    const toSlow = new Map([['a', slow.url]]);
+    const outcomes = [];
+    for (let i = 0; i < 8; i++) outcomes.push(await t.send([prepare('a')], toSlow).then(() => 'sent', (err: Error) => err.message));
+    expect(outcomes.filter((o) => /no answer in time/.test(o))).toHaveLength(4);
+    expect(outcomes.filter((o) => o === 'sent')).toHaveLength(4);
+    expect(opened()).toBe(false);
+
+    // Silent: once a whole window has passed with no answer at all, its timeouts count.
+    const silent = await slowReceiver(() => 'never');
+    const toSilent = new Map([['a', silent.url]]);
+    const started = Date.now();
+    while (!opened() && Date.now() - started < 5000) await t.send([prepare('a')], toSilent).catch(() => undefined);
+    expect(opened()).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400); // not within the first window
+    await expect(t.send([prepare('a')], toSilent)).rejects.toThrow(/circuit breaker open/);
+    await t.stop();
+    await slow.close();
+    await silent.close();
+  });
+});
+
 describe('HttpTransport receiving', () => {
   it('hands a readable message over and answers 202 at once; refuses unreadable ones with the reason', async () => {
     const t = make({ role: 'coordinator', secret: SECRET });

@@ -30,7 +30,9 @@ async function main(): Promise<void> {
   const lifecycle = app.get(LifecycleService);
   const requests = new RequestsInProgress();
   app.use(requests.middleware);
-  app.use(accessLog(root));
+  // Above info the access log writes nothing, and pino-http would still serialize every request
+  // into a child logger (redaction included): mount it only where its lines are written.
+  if (root.isLevelEnabled('info')) app.use(accessLog(root));
   app.use(shutdownGate(() => lifecycle.phase));
   // Protocol messages are read raw (their signature covers the exact bytes); everything else is JSON.
   app.use('/v1/messages', messageBody(config.bodyLimitBytes));

@@ -115,7 +115,10 @@ export class HttpTransport implements MessageTransport {
   constructor(private readonly opts: HttpTransportOptions) {
     if (opts.role === 'participant' && !opts.coordinatorUrl) throw new Error('HttpTransport: coordinatorUrl is required for a participant');
     this.logger = opts.logger ?? silentLogger;
-    // Keep-alive below Node's server default (5 s), so a connection is not reused as the server closes it.
+    // The same cap as the slots: without it undici opens a new connection for a post that comes
+    // as another's answer is read, before that connection is free again (measured: 6 connections
+    // for 3 slots). Keep-alive below Node's server default (5 s), so a connection is not reused as
+    // the server closes it.
     this.agent = new Agent({ connections: this.connections, keepAliveTimeout: 4000 });
   }
 

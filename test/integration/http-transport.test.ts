@@ -16,19 +16,31 @@ interface Seen {
   path: string;
   headers: IncomingMessage['headers'];
   body: Buffer;
+  /** The client's port: one per connection. */
+  port: number;
 }
 
-/** A receiver that records every request and answers with `reply` (default 202). */
-async function receiver(reply: (seen: Seen, n: number) => { status: number; body?: string; delayMs?: number } = () => ({ status: 202 })) {
+/**
+ * A receiver that records every request and answers with `reply` (default 202), after `delayMs`
+ * if given, never with `never`; it counts the requests it was answering at once.
+ */
+async function receiver(reply: (seen: Seen, n: number) => { status: number; body?: string; delayMs?: number; never?: true } = () => ({ status: 202 })) {
   const seen: Seen[] = [];
+  let answering = 0;
+  let mostAtOnce = 0;
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const s = { method: req.method!, path: req.url!, headers: req.headers, body: Buffer.concat(chunks) };
+      const s = { method: req.method!, path: req.url!, headers: req.headers, body: Buffer.concat(chunks), port: req.socket.remotePort! };
       seen.push(s);
       const r = reply(s, seen.length);
-      const answer = () => res.writeHead(r.status, { 'content-type': 'application/problem+json' }).end(r.body ?? '{}');
+      if (r.never) return;
+      mostAtOnce = Math.max(mostAtOnce, ++answering);
+      const answer = () => {
+        answering--;
+        res.writeHead(r.status, { 'content-type': 'application/problem+json' }).end(r.body ?? '{}');
+      };
       if (r.delayMs) setTimeout(answer, r.delayMs).unref();
       else answer();
     });
@@ -38,6 +50,7 @@ async function receiver(reply: (seen: Seen, n: number) => { status: number; body
   return {
     url,
     seen,
+    stats: () => ({ posts: seen.length, mostAtOnce, connections: new Set(seen.map((x) => x.port)).size }),
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
@@ -151,35 +164,8 @@ describe('HttpTransport sending', () => {
 });
 
 describe('HttpTransport under load', () => {
-  /** A receiver that answers `answer(n)` (202 after a delay, or never), counting posts at once and connections. */
-  async function slowReceiver(answer: (n: number) => number | 'never') {
-    let n = 0;
-    let now = 0;
-    let most = 0;
-    const connections = new Set<number>();
-    const server = createServer((req, res) => {
-      connections.add(req.socket.remotePort!);
-      req.resume();
-      req.on('end', () => {
-        const delay = answer(++n);
-        if (delay === 'never') return;
-        most = Math.max(most, ++now);
-        setTimeout(() => {
-          now--;
-          res.writeHead(202).end('{}');
-        }, delay).unref();
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return {
-      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      stats: () => ({ posts: n, mostAtOnce: most, connections: connections.size }),
-      close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
-    };
-  }
-
   it('keeps at most connectionsPerDestination posts under way to one URL, on kept-alive connections; the rest wait their turn', async () => {
-    const r = await slowReceiver(() => 30);
+    const r = await receiver(() => ({ status: 202, delayMs: 30 }));
     const t = make({ role: 'coordinator', connectionsPerDestination: 3 });
     const route = new Map([['a', r.url]]);
     await Promise.all(Array.from({ length: 12 }, () => t.send([prepare('a')], route)));
@@ -190,7 +176,7 @@ describe('HttpTransport under load', () => {
 
   it('fails a post that found no free connection within the budget with that reason, and its breaker stays closed', async () => {
     const { logger, lines } = recordingLogger();
-    const r = await slowReceiver(() => 400);
+    const r = await receiver(() => ({ status: 202, delayMs: 400 }));
     const t = make({ role: 'coordinator', logger, connectionsPerDestination: 1, deliveryBudgetMs: 100, breakerVolumeThreshold: 2 });
     const route = new Map([['a', r.url]]);
     const results = await Promise.allSettled(Array.from({ length: 6 }, () => t.send([prepare('a')], route)));
@@ -210,7 +196,7 @@ describe('HttpTransport under load', () => {
     const options = { role: 'coordinator' as const, logger, requestTimeoutMs: 100, attempts: 1, breakerVolumeThreshold: 2, breakerWindowMs: 400 };
 
     // Slow, not down: every other post gets no answer in time, the rest are answered.
-    const slow = await slowReceiver((n) => (n % 2 ? 300 : 5));
+    const slow = await receiver((_s, n) => ({ status: 202, delayMs: n % 2 ? 300 : 5 }));
     const t = make(options);
     const toSlow = new Map([['a', slow.url]]);
     const outcomes = [];
@@ -220,7 +206,7 @@ describe('HttpTransport under load', () => {
     expect(opened()).toBe(false);
 
     // Silent: once a whole window has passed with no answer at all, its timeouts count.
-    const silent = await slowReceiver(() => 'never');
+    const silent = await receiver(() => ({ status: 202, never: true }));
     const toSilent = new Map([['a', silent.url]]);
     const started = Date.now();
     while (!opened() && Date.now() - started < 5000) await t.send([prepare('a')], toSilent).catch(() => undefined);

@@ -328,7 +328,7 @@ async function post(agent: Agent, target: URL, body: Buffer, headers: Record<str
   try {
     res = await agent.request({ origin: target.origin, path: target.pathname + target.search, method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
-    throw new PostError(describe(err), undefined, (err as { name?: string })?.name === 'TimeoutError');
+    throw new PostError(describe(err), undefined, isTimeout(err));
   }
   answered();
   const text = await res.body.text().catch(() => '');
@@ -356,10 +356,15 @@ function problemDetail(text: string): string | null {
 
 /** The reason of a failed post: a timeout, a socket error code (ECONNREFUSED, ...), or the message. */
 function describe(err: unknown): string {
-  const e = err as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.name === 'TimeoutError') return 'no answer in time';
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (isTimeout(err)) return 'no answer in time';
   if (e?.code && !e.code.startsWith('UND_ERR')) return e.code; // ECONNREFUSED, ECONNRESET, ...
   return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err);
+}
+
+/** An AbortSignal.timeout() that ended the request. */
+function isTimeout(err: unknown): boolean {
+  return (err as { name?: string })?.name === 'TimeoutError';
 }
 
 function trimSlash(url: string): string {

@@ -1,6 +1,8 @@
+import { escapeLiteral } from 'pg';
 import type { DataSource, QueryRunner } from 'typeorm';
 import type { CommitProtocol } from '../protocol';
 import { PARTICIPANT_LOG_TABLE as T } from './schema';
+import { startTransactionWith } from './start-transaction-with';
 import type { ParticipantTxState } from './types';
 
 /** One row of `tx_participant_log`. */
@@ -43,13 +45,24 @@ function toRecord(r: Row): ParticipantRecord {
 
 export const IN_DOUBT: ReadonlySet<ParticipantTxState> = new Set(['prepared', 'precommitted']);
 
+/** The savepoint a handler's work is rolled back to when it fails (set by startLockedTx). */
+export const HANDLER_SAVEPOINT = 'txp_handler';
+
 /**
- * Serializes work on one (transaction, participant) across every process sharing the database, for
- * the rest of the current transaction. Taken before reading the record, so it also covers the case
- * where no record exists yet.
+ * Starts the local transaction that handles one message of (transaction, participant), and
+ * returns its record. In the round trip of START TRANSACTION (startTransactionWith): a lock that
+ * serializes work on the pair across every process sharing the database, for the rest of the
+ * transaction (taken before reading the record, so it also covers the case where none exists
+ * yet); the read, a statement of its own so that it sees what the lock's previous holder
+ * committed; and HANDLER_SAVEPOINT.
  */
-export async function lockRecord(q: QueryRunner, txId: string, participant: string): Promise<void> {
-  await q.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`${T}:${participant}:${txId}`]);
+export async function startLockedTx(q: QueryRunner, txId: string, participant: string): Promise<ParticipantRecord | null> {
+  const [, rows] = await startTransactionWith(q, [
+    `SELECT pg_advisory_xact_lock(hashtextextended(${escapeLiteral(`${T}:${participant}:${txId}`)}, 0))`,
+    `SELECT ${COLUMNS} FROM ${T} WHERE tx_id = ${escapeLiteral(txId)} AND participant = ${escapeLiteral(participant)}`,
+    `SAVEPOINT ${HANDLER_SAVEPOINT}`,
+  ]);
+  return rows.length ? toRecord(rows[0] as Row) : null;
 }
 
 export async function findRecord(

@@ -10,7 +10,16 @@ import {
 } from '../protocol';
 import type { MessageTransport } from '../transport/transport';
 import { KeyedQueue } from '../concurrency/keyed-queue';
-import { findRecord, IN_DOUBT, insertRecord, listInDoubt, lockRecord, ParticipantRecord, updateState } from './log-store';
+import {
+  findRecord,
+  HANDLER_SAVEPOINT,
+  IN_DOUBT,
+  insertRecord,
+  listInDoubt,
+  ParticipantRecord,
+  startLockedTx,
+  updateState,
+} from './log-store';
 import { participantCrashPoints, ParticipantCrashPoint } from './crash-points';
 import { runParticipantMigrations } from './schema';
 import type { ParticipantRuntime, ParticipantTxState, TransactionParticipant, VoteResult } from './types';
@@ -195,7 +204,6 @@ export class ParticipantRunner implements ParticipantRuntime {
         await insertRecord(q, { ...base, state: 'aborted', reason: 'deadline-passed' });
         return { vote: { vote: 'no', reason: 'deadline-passed' } };
       }
-      await q.query('SAVEPOINT txp_handler');
       let vote: Vote;
       try {
         vote = normalizeVote(
@@ -228,7 +236,7 @@ export class ParticipantRunner implements ParticipantRuntime {
           vote = { vote: 'no', reason: 'prepare-failed: local transaction aborted' };
         }
       }
-      await q.query('ROLLBACK TO SAVEPOINT txp_handler');
+      await q.query(`ROLLBACK TO SAVEPOINT ${HANDLER_SAVEPOINT}`);
       await insertRecord(q, { ...base, state: 'aborted', reason: vote.reason ?? 'vote-no' });
       return { vote };
     });
@@ -307,7 +315,6 @@ export class ParticipantRunner implements ParticipantRuntime {
       call: (ctx: Parameters<TransactionParticipant['commit']>[0]) => Promise<void>,
       to: ParticipantTxState,
     ): Promise<DecisionOutcome> => {
-      await q.query('SAVEPOINT txp_handler');
       try {
         await call({
           txId: d.txId,
@@ -321,7 +328,7 @@ export class ParticipantRunner implements ParticipantRuntime {
         await updateState(q, d.txId, this.name, rec!.state, to, d.kind === 'abort' ? d.reason : undefined);
         return { kind: 'ack', state: to, final: to === 'committed' || to === 'aborted' };
       } catch (error) {
-        await q.query('ROLLBACK TO SAVEPOINT txp_handler');
+        await q.query(`ROLLBACK TO SAVEPOINT ${HANDLER_SAVEPOINT}`);
         return { kind: 'handler-failed', error };
       }
     };
@@ -476,10 +483,8 @@ export class ParticipantRunner implements ParticipantRuntime {
     const q = this.ds.createQueryRunner();
     await q.connect();
     try {
-      await q.startTransaction();
       try {
-        await lockRecord(q, txId, this.name);
-        const result = await fn(q, await findRecord(q, txId, this.name));
+        const result = await fn(q, await startLockedTx(q, txId, this.name));
         await q.commitTransaction();
         return result;
       } catch (err) {

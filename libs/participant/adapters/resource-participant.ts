@@ -70,7 +70,7 @@
  */
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
-import { findRecord, lockRecord } from '../log-store';
+import { startLockedTx } from '../log-store';
 import { runParticipantMigrations } from '../schema';
 import type { DecisionContext, PrepareContext, TransactionParticipant, VoteResult } from '../types';
 
@@ -314,11 +314,9 @@ export class ResourceParticipant<C> implements TransactionParticipant {
     const q = this.options.libraryDataSource.createQueryRunner();
     await q.connect();
     try {
-      await q.startTransaction();
       try {
         // Waits for a handler of this transaction that is running now (its prepare, commit, abort).
-        await lockRecord(q, e.txId, this.options.name);
-        const rec = await findRecord(q, e.txId, this.options.name);
+        const rec = await startLockedTx(q, e.txId, this.options.name);
         const log = this.log?.child({ txId: e.txId, gid: e.gid });
         if (rec && (rec.state === 'prepared' || rec.state === 'precommitted')) {
           report.inDoubt.push(e.txId);

@@ -1,0 +1,139 @@
+/**
+ * The participant library's local transaction start (startTransactionWith, startLockedTx) against
+ * real Postgres through TypeORM: one round trip, TypeORM's bookkeeping and events kept, and the
+ * read after the lock seeing what the lock's previous holder committed.
+ */
+import { randomUUID } from 'node:crypto';
+import { DataSource, EntitySubscriberInterface, EventSubscriber, QueryRunner, TransactionStartEvent } from 'typeorm';
+import { insertRecord, startLockedTx } from '../../libs/participant/log-store';
+import { runParticipantMigrations } from '../../libs/participant/schema';
+import { startTransactionWith } from '../../libs/participant/start-transaction-with';
+import { createTestDatabase, TestDatabase } from './support';
+
+const starts: string[] = [];
+@EventSubscriber()
+class StartWatcher implements EntitySubscriberInterface {
+  afterTransactionStart(_e: TransactionStartEvent): void {
+    starts.push('after-start');
+  }
+}
+
+describe('local transaction start', () => {
+  let db: TestDatabase;
+  let ds: DataSource;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('localtx');
+    ds = new DataSource({ type: 'postgres', url: db.url, entities: [], subscribers: [StartWatcher] });
+    await ds.initialize();
+    await runParticipantMigrations(ds);
+    await ds.query('CREATE TABLE t (id int PRIMARY KEY)');
+  });
+
+  afterAll(async () => {
+    await ds?.destroy();
+    await db?.drop();
+  });
+
+  /** A query runner whose driver client counts the queries it sends (each one round trip). */
+  async function countingRunner(): Promise<{ q: QueryRunner; sent: string[] }> {
+    const q = ds.createQueryRunner();
+    const client = await q.connect();
+    const sent: string[] = [];
+    const query = client.query;
+    client.query = function (this: unknown, ...args: unknown[]) {
+      if (typeof args[0] === 'string') sent.push(args[0]);
+      return query.apply(this, args);
+    };
+    // Restored on release, so the pooled connection goes back as it came.
+    const release = q.release.bind(q);
+    q.release = async () => {
+      client.query = query;
+      return release();
+    };
+    return { q, sent };
+  }
+
+  it('sends START TRANSACTION and the statements as one query, and returns their rows', async () => {
+    const { q, sent } = await countingRunner();
+    try {
+      starts.length = 0;
+      const rows = await startTransactionWith(q, ['SELECT 1 AS a', 'SELECT 2 AS b, 3 AS c']);
+      expect(rows).toEqual([[{ a: 1 }], [{ b: 2, c: 3 }]]);
+      expect(sent).toHaveLength(1);
+      expect(sent[0]).toMatch(/^START TRANSACTION;\nSELECT 1 AS a;\nSELECT 2 AS b, 3 AS c$/);
+      // TypeORM knows its transaction is open and fired its events.
+      expect(q.isTransactionActive).toBe(true);
+      expect(starts).toEqual(['after-start']);
+      // The query method is TypeORM's own again.
+      expect(Object.prototype.hasOwnProperty.call(q, 'query')).toBe(false);
+      await q.commitTransaction();
+    } finally {
+      await q.release();
+    }
+  });
+
+  it('leaves TypeORM able to nest: a transaction inside commits to a savepoint, and the outer rollback undoes it', async () => {
+    const q = ds.createQueryRunner();
+    try {
+      await startTransactionWith(q, ['SELECT 1']);
+      await q.manager.transaction(async (m) => {
+        await m.query('INSERT INTO t VALUES (1)');
+      });
+      expect(await q.query('SELECT count(*)::int AS n FROM t')).toEqual([{ n: 1 }]);
+      await q.rollbackTransaction();
+    } finally {
+      await q.release();
+    }
+    expect(await ds.query('SELECT count(*)::int AS n FROM t')).toEqual([{ n: 0 }]);
+  });
+
+  it('after a failing statement the transaction rolls back and the connection is usable again', async () => {
+    const q = ds.createQueryRunner();
+    try {
+      await expect(startTransactionWith(q, ['SELECT 1', 'SELECT * FROM no_such_table'])).rejects.toThrow(/no_such_table/);
+      expect(q.isTransactionActive).toBe(true);
+      await q.rollbackTransaction();
+      expect(await q.query('SELECT 7 AS x')).toEqual([{ x: 7 }]);
+    } finally {
+      await q.release();
+    }
+  });
+
+  it('startLockedTx waits for the lock and then reads what its previous holder committed', async () => {
+    const txId = randomUUID();
+    const first = ds.createQueryRunner();
+    const second = ds.createQueryRunner();
+    try {
+      expect(await startLockedTx(first, txId, 'inventory')).toBeNull();
+      let secondRead: unknown = 'pending';
+      const waiting = startLockedTx(second, txId, 'inventory').then((rec) => (secondRead = rec));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(secondRead).toBe('pending'); // blocked on the first's lock
+      await insertRecord(first, { txId, participant: 'inventory', protocol: '2pc', state: 'prepared' });
+      await first.commitTransaction();
+      await waiting;
+      // One statement for lock and read would have taken its snapshot before the lock and seen nothing.
+      expect(secondRead).toMatchObject({ txId, participant: 'inventory', state: 'prepared' });
+      await second.commitTransaction();
+    } finally {
+      await first.release();
+      await second.release();
+    }
+  });
+
+  it('startLockedTx quotes its values: a participant name with a quote and a backslash is read back as itself', async () => {
+    const txId = randomUUID();
+    const name = "o'brien\\x";
+    const q = ds.createQueryRunner();
+    try {
+      expect(await startLockedTx(q, txId, name)).toBeNull();
+      await insertRecord(q, { txId, participant: name, protocol: '2pc', state: 'aborted', reason: 'vote-no' });
+      await q.commitTransaction();
+      expect(await startLockedTx(q, txId, name)).toMatchObject({ txId, participant: name, state: 'aborted' });
+      await q.commitTransaction();
+    } finally {
+      await q.release();
+    }
+  });
+});

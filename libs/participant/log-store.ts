@@ -2,7 +2,7 @@ import { escapeLiteral } from 'pg';
 import type { DataSource, QueryRunner } from 'typeorm';
 import type { CommitProtocol } from '../protocol';
 import { PARTICIPANT_LOG_TABLE as T } from './schema';
-import { startTransactionWith } from './start-transaction-with';
+import { startTransactionWith } from './typeorm-transaction';
 import type { ParticipantTxState } from './types';
 
 /** One row of `tx_participant_log`. */
@@ -77,24 +77,20 @@ export async function findRecord(
   return rows.length ? toRecord(rows[0]) : null;
 }
 
-export async function insertRecord(
-  q: QueryRunner,
-  r: Pick<ParticipantRecord, 'txId' | 'participant' | 'protocol' | 'state'> &
-    Partial<Pick<ParticipantRecord, 'payload' | 'deadline' | 'reason'>>,
-): Promise<void> {
-  await q.query(
-    `INSERT INTO ${T} (tx_id, participant, protocol, state, payload, deadline, reason)
-     VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)`,
-    [
-      r.txId,
-      r.participant,
-      r.protocol,
-      r.state,
-      r.payload === undefined || r.payload === null ? null : JSON.stringify(r.payload),
-      r.deadline ?? null,
-      r.reason ?? null,
-    ],
-  );
+type NewRecord = Pick<ParticipantRecord, 'txId' | 'participant' | 'protocol' | 'state'> &
+  Partial<Pick<ParticipantRecord, 'payload' | 'deadline' | 'reason'>>;
+
+/** The INSERT of a new record, values quoted, for sending with a COMMIT (commitTransactionWith). */
+export function insertRecordSql(r: NewRecord): string {
+  const literal = (v: string | null | undefined) => (v === null || v === undefined ? 'NULL' : escapeLiteral(v));
+  const payload = r.payload === undefined || r.payload === null ? null : JSON.stringify(r.payload);
+  return `INSERT INTO ${T} (tx_id, participant, protocol, state, payload, deadline, reason)
+     VALUES (${literal(r.txId)}, ${literal(r.participant)}, ${literal(r.protocol)}, ${literal(r.state)},
+             ${literal(payload)}::jsonb, ${literal(r.deadline?.toISOString())}::timestamptz, ${literal(r.reason)})`;
+}
+
+export async function insertRecord(q: QueryRunner, r: NewRecord): Promise<void> {
+  await q.query(insertRecordSql(r));
 }
 
 /** Moves a record to `state`; `from` guards against a state the caller did not read. */

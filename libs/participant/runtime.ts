@@ -14,12 +14,13 @@ import {
   findRecord,
   HANDLER_SAVEPOINT,
   IN_DOUBT,
-  insertRecord,
+  insertRecordSql,
   listInDoubt,
   ParticipantRecord,
   startLockedTx,
   updateState,
 } from './log-store';
+import { commitTransactionWith } from './typeorm-transaction';
 import { participantCrashPoints, ParticipantCrashPoint } from './crash-points';
 import { runParticipantMigrations } from './schema';
 import type { ParticipantRuntime, ParticipantTxState, TransactionParticipant, VoteResult } from './types';
@@ -51,6 +52,9 @@ export interface RuntimeDeps {
 }
 
 type DecisionKind = 'commit' | 'abort' | 'pre-commit';
+
+/** Statements to send with the local transaction's COMMIT, in order (see inLockedTx). */
+type WithCommit = (...statements: string[]) => void;
 
 interface Decision {
   kind: DecisionKind;
@@ -197,49 +201,57 @@ export class ParticipantRunner implements ParticipantRuntime {
   private async onPrepare(m: PrepareMessage): Promise<void> {
     const log = this.log.child({ txId: m.txId });
     const deadline = new Date(m.deadline);
-    const result = await this.inLockedTx(m.txId, async (q, rec): Promise<{ vote: Vote; existing?: ParticipantRecord }> => {
-      if (rec) return { vote: answerFromRecord(rec), existing: rec };
-      const base = { txId: m.txId, participant: this.name, protocol: m.protocol, payload: m.payload, deadline };
-      if (deadline.getTime() <= Date.now()) {
-        await insertRecord(q, { ...base, state: 'aborted', reason: 'deadline-passed' });
-        return { vote: { vote: 'no', reason: 'deadline-passed' } };
-      }
-      let vote: Vote;
-      try {
-        vote = normalizeVote(
-          await this.participant.prepare({
-            txId: m.txId,
-            participant: this.name,
-            protocol: m.protocol,
-            payload: m.payload,
-            deadline,
-            manager: q.manager,
-            logger: log,
-          }),
-        );
-      } catch (err) {
-        log.warn({ err }, 'prepare handler failed; voting no');
-        vote = { vote: 'no', reason: errorMessage(err) };
-      }
-      if (vote.vote === 'yes' && deadline.getTime() <= Date.now()) {
-        log.warn({ deadline: m.deadline }, 'prepare handler finished after the deadline; voting no');
-        vote = { vote: 'no', reason: 'deadline-passed' };
-      }
-      if (vote.vote === 'yes') {
-        try {
-          await insertRecord(q, { ...base, state: 'prepared' });
-          return { vote };
-        } catch (err) {
-          // 25P02: the handler swallowed an SQL error, so its transaction can only roll back.
-          if ((err as { code?: string }).code !== '25P02') throw err;
-          log.error({ err }, 'prepare handler voted yes on a failed local transaction; voting no');
-          vote = { vote: 'no', reason: 'prepare-failed: local transaction aborted' };
+    const base = { txId: m.txId, participant: this.name, protocol: m.protocol, payload: m.payload, deadline };
+    type Prepared = { vote: Vote; existing?: ParticipantRecord };
+    let result: Prepared;
+    try {
+      result = await this.inLockedTx(m.txId, async (q, rec, withCommit): Promise<Prepared> => {
+        if (rec) return { vote: answerFromRecord(rec), existing: rec };
+        if (deadline.getTime() <= Date.now()) {
+          withCommit(insertRecordSql({ ...base, state: 'aborted', reason: 'deadline-passed' }));
+          return { vote: { vote: 'no', reason: 'deadline-passed' } };
         }
-      }
-      await q.query(`ROLLBACK TO SAVEPOINT ${HANDLER_SAVEPOINT}`);
-      await insertRecord(q, { ...base, state: 'aborted', reason: vote.reason ?? 'vote-no' });
-      return { vote };
-    });
+        let vote: Vote;
+        try {
+          vote = normalizeVote(
+            await this.participant.prepare({
+              txId: m.txId,
+              participant: this.name,
+              protocol: m.protocol,
+              payload: m.payload,
+              deadline,
+              manager: q.manager,
+              logger: log,
+            }),
+          );
+        } catch (err) {
+          log.warn({ err }, 'prepare handler failed; voting no');
+          vote = { vote: 'no', reason: errorMessage(err) };
+        }
+        if (vote.vote === 'yes' && deadline.getTime() <= Date.now()) {
+          log.warn({ deadline: m.deadline }, 'prepare handler finished after the deadline; voting no');
+          vote = { vote: 'no', reason: 'deadline-passed' };
+        }
+        if (vote.vote === 'yes') {
+          withCommit(insertRecordSql({ ...base, state: 'prepared' }));
+        } else {
+          withCommit(`ROLLBACK TO SAVEPOINT ${HANDLER_SAVEPOINT}`, insertRecordSql({ ...base, state: 'aborted', reason: vote.reason ?? 'vote-no' }));
+        }
+        return { vote };
+      });
+    } catch (err) {
+      // 25P02: the handler voted yes but swallowed an SQL error, so its local transaction could
+      // only roll back (and did, without its record). Record the no in a transaction of its own,
+      // unless a prepare that ran meanwhile left a record to answer from.
+      if ((err as { code?: string }).code !== '25P02') throw err;
+      log.error({ err }, 'prepare handler voted yes on a failed local transaction; voting no');
+      const no: Vote = { vote: 'no', reason: 'prepare-failed: local transaction aborted' };
+      result = await this.inLockedTx(m.txId, async (_q, rec, withCommit): Promise<Prepared> => {
+        if (rec) return { vote: answerFromRecord(rec), existing: rec };
+        withCommit(insertRecordSql({ ...base, state: 'aborted', reason: no.reason }));
+        return { vote: no };
+      });
+    }
 
     const { vote, existing } = result;
     if (!existing && vote.vote === 'yes') this.crash.hit('after-prepared-persist');
@@ -272,7 +284,7 @@ export class ParticipantRunner implements ParticipantRuntime {
       );
       return;
     }
-    const outcome = await this.inLockedTx(d.txId, (q, rec) => this.applyDecision(q, rec, d, log));
+    const outcome = await this.inLockedTx(d.txId, (q, rec, withCommit) => this.applyDecision(q, rec, d, log, withCommit));
     switch (outcome.kind) {
       case 'ack': {
         if (outcome.final) this.untrack(d.txId);
@@ -309,6 +321,7 @@ export class ParticipantRunner implements ParticipantRuntime {
     rec: ParticipantRecord | null,
     d: Decision,
     log: Logger,
+    withCommit: WithCommit,
   ): Promise<DecisionOutcome> {
     const state = rec?.state ?? null;
     const runHandler = async (
@@ -344,13 +357,7 @@ export class ParticipantRunner implements ParticipantRuntime {
         if (state === 'aborted') return { kind: 'ack', state, final: true };
         if (state === null) {
           // A tombstone, so that a prepare arriving late is refused.
-          await insertRecord(q, {
-            txId: d.txId,
-            participant: this.name,
-            protocol: d.protocol,
-            state: 'aborted',
-            reason: d.reason ?? 'abort',
-          });
+          withCommit(insertRecordSql({ txId: d.txId, participant: this.name, protocol: d.protocol, state: 'aborted', reason: d.reason ?? 'abort' }));
           return { kind: 'ack', state: 'aborted', final: true };
         }
         // Not once pre-committed: in 3PC the commit decision is durable before any pre-commit leaves.
@@ -478,14 +485,22 @@ export class ParticipantRunner implements ParticipantRuntime {
 
   // ---- plumbing --------------------------------------------------------------------------------
 
-  /** Runs `fn` in a local transaction holding this transaction's lock, with the current record. */
-  private async inLockedTx<T>(txId: string, fn: (q: QueryRunner, rec: ParticipantRecord | null) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` in a local transaction holding this transaction's lock, with the current record.
+   * Statements `fn` hands to withCommit are sent with the COMMIT, in its round trip (the record's
+   * write, mostly): a message then costs two round trips to Postgres besides the handler's.
+   */
+  private async inLockedTx<T>(
+    txId: string,
+    fn: (q: QueryRunner, rec: ParticipantRecord | null, withCommit: WithCommit) => Promise<T>,
+  ): Promise<T> {
     const q = this.ds.createQueryRunner();
     await q.connect();
     try {
       try {
-        const result = await fn(q, await startLockedTx(q, txId, this.name));
-        await q.commitTransaction();
+        const lastly: string[] = [];
+        const result = await fn(q, await startLockedTx(q, txId, this.name), (...sql) => lastly.push(...sql));
+        await commitTransactionWith(q, lastly);
         return result;
       } catch (err) {
         if (q.isTransactionActive) await q.rollbackTransaction().catch(() => undefined);

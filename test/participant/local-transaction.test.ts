@@ -1,30 +1,34 @@
 /**
- * The participant library's local transaction start (startTransactionWith, startLockedTx) against
- * real Postgres through TypeORM: one round trip, TypeORM's bookkeeping and events kept, and the
- * read after the lock seeing what the lock's previous holder committed.
+ * The participant library's local transactions (startTransactionWith, commitTransactionWith,
+ * startLockedTx) against real Postgres through TypeORM: statements in the round trip of START
+ * TRANSACTION and of COMMIT, TypeORM's bookkeeping and events kept, a failed write never followed
+ * by its commit, and the read after the lock seeing what the lock's previous holder committed.
  */
 import { randomUUID } from 'node:crypto';
-import { DataSource, EntitySubscriberInterface, EventSubscriber, QueryRunner, TransactionStartEvent } from 'typeorm';
+import { DataSource, EntitySubscriberInterface, EventSubscriber, QueryRunner, TransactionCommitEvent, TransactionStartEvent } from 'typeorm';
 import { insertRecord, startLockedTx } from '../../libs/participant/log-store';
 import { runParticipantMigrations } from '../../libs/participant/schema';
-import { startTransactionWith } from '../../libs/participant/start-transaction-with';
+import { commitTransactionWith, startTransactionWith } from '../../libs/participant/typeorm-transaction';
 import { createTestDatabase, TestDatabase } from './support';
 
-const starts: string[] = [];
+const events: string[] = [];
 @EventSubscriber()
-class StartWatcher implements EntitySubscriberInterface {
+class TransactionWatcher implements EntitySubscriberInterface {
   afterTransactionStart(_e: TransactionStartEvent): void {
-    starts.push('after-start');
+    events.push('after-start');
+  }
+  afterTransactionCommit(_e: TransactionCommitEvent): void {
+    events.push('after-commit');
   }
 }
 
-describe('local transaction start', () => {
+describe('local transactions', () => {
   let db: TestDatabase;
   let ds: DataSource;
 
   beforeAll(async () => {
     db = await createTestDatabase('localtx');
-    ds = new DataSource({ type: 'postgres', url: db.url, entities: [], subscribers: [StartWatcher] });
+    ds = new DataSource({ type: 'postgres', url: db.url, entities: [], subscribers: [TransactionWatcher] });
     await ds.initialize();
     await runParticipantMigrations(ds);
     await ds.query('CREATE TABLE t (id int PRIMARY KEY)');
@@ -57,20 +61,53 @@ describe('local transaction start', () => {
   it('sends START TRANSACTION and the statements as one query, and returns their rows', async () => {
     const { q, sent } = await countingRunner();
     try {
-      starts.length = 0;
+      events.length = 0;
       const rows = await startTransactionWith(q, ['SELECT 1 AS a', 'SELECT 2 AS b, 3 AS c']);
       expect(rows).toEqual([[{ a: 1 }], [{ b: 2, c: 3 }]]);
       expect(sent).toHaveLength(1);
       expect(sent[0]).toMatch(/^START TRANSACTION;\nSELECT 1 AS a;\nSELECT 2 AS b, 3 AS c$/);
       // TypeORM knows its transaction is open and fired its events.
       expect(q.isTransactionActive).toBe(true);
-      expect(starts).toEqual(['after-start']);
+      expect(events).toEqual(['after-start']);
       // The query method is TypeORM's own again.
       expect(Object.prototype.hasOwnProperty.call(q, 'query')).toBe(false);
       await q.commitTransaction();
     } finally {
       await q.release();
     }
+  });
+
+  it('sends the statements and COMMIT as one query; TypeORM sees its transaction committed', async () => {
+    const { q, sent } = await countingRunner();
+    try {
+      await startTransactionWith(q, ['SELECT 1']);
+      events.length = 0;
+      await commitTransactionWith(q, ['INSERT INTO t VALUES (10)', 'INSERT INTO t VALUES (11)']);
+      expect(sent).toHaveLength(2);
+      expect(sent[1]).toBe('INSERT INTO t VALUES (10);\nINSERT INTO t VALUES (11);\nCOMMIT');
+      expect(q.isTransactionActive).toBe(false);
+      expect(events).toEqual(['after-commit']);
+    } finally {
+      await q.release();
+    }
+    expect(await ds.query('SELECT id FROM t WHERE id >= 10 ORDER BY id')).toEqual([{ id: 10 }, { id: 11 }]);
+    await ds.query('DELETE FROM t');
+  });
+
+  it('a statement that fails stops the COMMIT: nothing of the transaction is kept, and it rolls back', async () => {
+    const q = ds.createQueryRunner();
+    try {
+      await startTransactionWith(q, ['SELECT 1']);
+      await q.query('INSERT INTO t VALUES (20)');
+      // The second insert breaks the primary key: the COMMIT after it must not run.
+      await expect(commitTransactionWith(q, ['INSERT INTO t VALUES (21)', 'INSERT INTO t VALUES (21)'])).rejects.toThrow(/duplicate key/);
+      expect(q.isTransactionActive).toBe(true);
+      await expect(q.query('SELECT 1')).rejects.toThrow(/current transaction is aborted/);
+      await q.rollbackTransaction();
+    } finally {
+      await q.release();
+    }
+    expect(await ds.query('SELECT count(*)::int AS n FROM t')).toEqual([{ n: 0 }]);
   });
 
   it('leaves TypeORM able to nest: a transaction inside commits to a savepoint, and the outer rollback undoes it', async () => {

@@ -1,8 +1,6 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { PinoLogger } from 'nestjs-pino';
-import type { PoolClient, QueryResultRow } from 'pg';
 import { DataSource, SelectQueryBuilder } from 'typeorm';
-import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { Batcher } from '../../../libs/concurrency/batcher';
 import { KeyedQueue } from '../../../libs/concurrency/keyed-queue';
 import { ParticipantState, TxPhase, TxState } from '../../../libs/engine';
@@ -303,27 +301,9 @@ export class DecisionLog {
     return (await this.readMany(ids)).flatMap((v) => (v ? [v.state] : []));
   }
 
-  /**
-   * One of the steps' statements (reads, saves, inserts) as a named prepared statement: each
-   * connection parses and plans it once rather than on every call (a save of one transaction took
-   * 0.62 ms unnamed and 0.32 ms named on this machine's Postgres, most of the difference planning).
-   * Names are unique per connection object: the embedded PGlite keeps one backend session for
-   * every connection to it, so a reconnected client must not prepare a name the session has.
-   */
-  private async prepared<T>(name: string, text: string, values: unknown[]): Promise<T[]> {
-    const client: PoolClient = await (this.db.driver as PostgresDriver).master.connect();
-    try {
-      let serial = connectionSerials.get(client);
-      if (serial === undefined) connectionSerials.set(client, (serial = nextConnectionSerial++));
-      return (await client.query<T & QueryResultRow>({ name: `${name}_${serial}`, text, values })).rows;
-    } finally {
-      client.release();
-    }
-  }
-
   /** Each id's transaction (undefined when there is none), in the order of `ids`. */
   private async readMany(ids: string[]): Promise<(Versioned | undefined)[]> {
-    const rows = await this.prepared<RawTx>('select_txs', SELECT_TXS, [ids]);
+    const rows: RawTx[] = await this.db.query(SELECT_TXS, [ids]);
     const byId = new Map(rows.map((r) => [r.id, fromRaw(r)]));
     return ids.map((id) => byId.get(id));
   }
@@ -331,7 +311,7 @@ export class DecisionLog {
   /** Per save, whether it applied (false: the row had another version, someone else stepped it first). */
   private async saveMany(items: Save[]): Promise<boolean[]> {
     const now = new Date().toISOString();
-    const rows = await this.prepared<{ id: string }>('save_txs', SAVE_TXS, [JSON.stringify(items.map(({ before, next, version }) => {
+    const rows: { id: string }[] = await this.db.query(SAVE_TXS, [JSON.stringify(items.map(({ before, next, version }) => {
       const old = new Map(before?.participants.map((p) => [p.name, p]));
       const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
       return { ...txRecord(next, now), version, participants: changed.map(participantRecord) };
@@ -343,7 +323,7 @@ export class DecisionLog {
   /** Per insert, whether it was inserted (false: its idempotency key was taken). */
   private async insertMany(items: Insert[]): Promise<boolean[]> {
     const now = new Date().toISOString();
-    const rows = await this.prepared<{ id: string }>('insert_txs', INSERT_TXS, [JSON.stringify(items.map(({ state, idempotency }) => ({
+    const rows: { id: string }[] = await this.db.query(INSERT_TXS, [JSON.stringify(items.map(({ state, idempotency }) => ({
       ...txRecord(state, now),
       idempotency_key: idempotency?.key ?? null,
       request_hash: idempotency?.hash ?? null,
@@ -360,10 +340,6 @@ const PARTICIPANT_JSON = `json_build_object('name', p.name, 'payload', p.payload
   'voteReason', p.vote_reason, 'preCommitted', p.pre_committed, 'acked', p.acked)`;
 
 /** Transactions ($1, ids) with their participants in enlistment order: one round trip. */
-/** Serial numbers of the pool's connections, for prepared statement names (see prepared()). */
-const connectionSerials = new WeakMap<PoolClient, number>();
-let nextConnectionSerial = 0;
-
 const SELECT_TXS = `
   SELECT t.id, t.protocol, t.state, t.outcome, t.reason, t.timeout_ms, t.metadata, t.created_at, t.deadline,
          t.decided_at, t.completed_at, t.version,

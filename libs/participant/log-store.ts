@@ -89,10 +89,6 @@ export function insertRecordSql(r: NewRecord): string {
              ${literal(payload)}::jsonb, ${literal(r.deadline?.toISOString())}::timestamptz, ${literal(r.reason)})`;
 }
 
-export async function insertRecord(q: QueryRunner, r: NewRecord): Promise<void> {
-  await q.query(insertRecordSql(r));
-}
-
 /** Moves a record to `state`; `from` guards against a state the caller did not read. */
 export async function updateState(
   q: QueryRunner,

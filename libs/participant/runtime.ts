@@ -487,8 +487,9 @@ export class ParticipantRunner implements ParticipantRuntime {
 
   /**
    * Runs `fn` in a local transaction holding this transaction's lock, with the current record.
-   * Statements `fn` hands to withCommit are sent with the COMMIT, in its round trip (the record's
-   * write, mostly): a message then costs two round trips to Postgres besides the handler's.
+   * Statements `fn` hands to withCommit are sent with the COMMIT, in its round trip (a new
+   * record's insert): a prepare then costs two round trips to Postgres besides the handler's, a
+   * decision three (its update is checked before the commit, in updateState).
    */
   private async inLockedTx<T>(
     txId: string,

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { DataSource, EntitySubscriberInterface, EventSubscriber, QueryRunner, TransactionCommitEvent, TransactionStartEvent } from 'typeorm';
-import { insertRecord, startLockedTx } from '../../libs/participant/log-store';
+import { insertRecordSql, startLockedTx } from '../../libs/participant/log-store';
 import { runParticipantMigrations } from '../../libs/participant/schema';
 import { commitTransactionWith, startTransactionWith } from '../../libs/participant/typeorm-transaction';
 import { createTestDatabase, TestDatabase } from './support';
@@ -147,7 +147,7 @@ describe('local transactions', () => {
       const waiting = startLockedTx(second, txId, 'inventory').then((rec) => (secondRead = rec));
       await new Promise((r) => setTimeout(r, 200));
       expect(secondRead).toBe('pending'); // blocked on the first's lock
-      await insertRecord(first, { txId, participant: 'inventory', protocol: '2pc', state: 'prepared' });
+      await first.query(insertRecordSql({ txId, participant: 'inventory', protocol: '2pc', state: 'prepared' }));
       await first.commitTransaction();
       await waiting;
       // One statement for lock and read would have taken its snapshot before the lock and seen nothing.
@@ -159,15 +159,18 @@ describe('local transactions', () => {
     }
   });
 
-  it('startLockedTx quotes its values: a participant name with a quote and a backslash is read back as itself', async () => {
+  it('quotes every value: a name, payload and reason with quotes and backslashes, and the deadline, are read back as written', async () => {
     const txId = randomUUID();
     const name = "o'brien\\x";
+    const payload = { note: "it's a \\ back'slash ü", n: [1, 2] };
+    const deadline = new Date(Date.now() + 12_345);
+    const reason = "no: 'quoted' \\ reason";
     const q = ds.createQueryRunner();
     try {
       expect(await startLockedTx(q, txId, name)).toBeNull();
-      await insertRecord(q, { txId, participant: name, protocol: '2pc', state: 'aborted', reason: 'vote-no' });
+      await q.query(insertRecordSql({ txId, participant: name, protocol: '2pc', state: 'aborted', payload, deadline, reason }));
       await q.commitTransaction();
-      expect(await startLockedTx(q, txId, name)).toMatchObject({ txId, participant: name, state: 'aborted' });
+      expect(await startLockedTx(q, txId, name)).toMatchObject({ txId, participant: name, state: 'aborted', payload, deadline, reason });
       await q.commitTransaction();
     } finally {
       await q.release();

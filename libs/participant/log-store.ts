@@ -59,21 +59,23 @@ export const HANDLER_SAVEPOINT = 'txp_handler';
 export async function startLockedTx(q: QueryRunner, txId: string, participant: string): Promise<ParticipantRecord | null> {
   const [, rows] = await startTransactionWith(q, [
     `SELECT pg_advisory_xact_lock(hashtextextended(${escapeLiteral(`${T}:${participant}:${txId}`)}, 0))`,
-    `SELECT ${COLUMNS} FROM ${T} WHERE tx_id = ${escapeLiteral(txId)} AND participant = ${escapeLiteral(participant)}`,
+    selectRecordSql(txId, participant),
     `SAVEPOINT ${HANDLER_SAVEPOINT}`,
   ]);
-  return rows.length ? toRecord(rows[0] as Row) : null;
+  return firstRecord(rows as Row[]);
 }
 
-export async function findRecord(
-  q: QueryRunner | DataSource,
-  txId: string,
-  participant: string,
-): Promise<ParticipantRecord | null> {
-  const rows: Row[] = await q.query(`SELECT ${COLUMNS} FROM ${T} WHERE tx_id = $1 AND participant = $2`, [
-    txId,
-    participant,
-  ]);
+/** The record as it is now, outside any local transaction of the library's. */
+export async function findRecord(ds: DataSource, txId: string, participant: string): Promise<ParticipantRecord | null> {
+  return firstRecord(await ds.query(selectRecordSql(txId, participant)));
+}
+
+/** The read of one record, values quoted, so that startLockedTx can send it with START TRANSACTION. */
+function selectRecordSql(txId: string, participant: string): string {
+  return `SELECT ${COLUMNS} FROM ${T} WHERE tx_id = ${escapeLiteral(txId)} AND participant = ${escapeLiteral(participant)}`;
+}
+
+function firstRecord(rows: Row[]): ParticipantRecord | null {
   return rows.length ? toRecord(rows[0]) : null;
 }
 

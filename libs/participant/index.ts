@@ -23,6 +23,7 @@ export type {
 export { enlist, EnlistError, enlistBreakers, BreakerOpenError } from './enlist';
 export type { EnlistOptions, TransactionView } from './enlist';
 export {
+  AddParticipantMove1796600000000,
   CreateParticipantLog1732300000000,
   PARTICIPANT_LOG_TABLE,
   PARTICIPANT_MIGRATIONS,

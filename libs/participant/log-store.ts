@@ -1,7 +1,7 @@
 import { escapeLiteral } from 'pg';
 import type { DataSource, QueryRunner } from 'typeorm';
 import type { CommitProtocol } from '../protocol';
-import { PARTICIPANT_LOG_TABLE as T } from './schema';
+import { PARTICIPANT_LOG_TABLE as T, PARTICIPANT_MOVE_FUNCTION } from './schema';
 import { startTransactionWith } from './typeorm-transaction';
 import type { ParticipantTxState } from './types';
 
@@ -91,24 +91,14 @@ export function insertRecordSql(r: NewRecord): string {
              ${literal(payload)}::jsonb, ${literal(r.deadline?.toISOString())}::timestamptz, ${literal(r.reason)})`;
 }
 
-/** Moves a record to `state`; `from` guards against a state the caller did not read. */
-export async function updateState(
-  q: QueryRunner,
-  txId: string,
-  participant: string,
-  from: ParticipantTxState,
-  state: ParticipantTxState,
-  reason?: string,
-): Promise<void> {
-  const result = await q.query(
-    `UPDATE ${T} SET state = $4, reason = COALESCE($5, reason), updated_at = now()
-      WHERE tx_id = $1 AND participant = $2 AND state = $3`,
-    [txId, participant, from, state, reason ?? null],
-    true,
-  );
-  if (result.affected !== 1) {
-    throw new Error(`${T}: expected one ${from} record of ${txId}/${participant} to move to ${state}`);
-  }
+/**
+ * The move of a record from `from` to `to`, values quoted, for sending with a COMMIT
+ * (commitTransactionWith): if the record is not in `from`, Postgres raises an error (SQLSTATE
+ * P0001) and the COMMIT after it does not run.
+ */
+export function moveRecordSql(txId: string, participant: string, from: ParticipantTxState, to: ParticipantTxState, reason?: string): string {
+  const reasonLiteral = reason === undefined ? 'NULL' : escapeLiteral(reason);
+  return `SELECT ${PARTICIPANT_MOVE_FUNCTION}(${escapeLiteral(txId)}, ${escapeLiteral(participant)}, ${escapeLiteral(from)}, ${escapeLiteral(to)}, ${reasonLiteral})`;
 }
 
 /** Every record of this participant still waiting for a decision. */

@@ -16,9 +16,9 @@ import {
   IN_DOUBT,
   insertRecordSql,
   listInDoubt,
+  moveRecordSql,
   ParticipantRecord,
   startLockedTx,
-  updateState,
 } from './log-store';
 import { commitTransactionWith } from './typeorm-transaction';
 import { participantCrashPoints, ParticipantCrashPoint } from './crash-points';
@@ -284,7 +284,16 @@ export class ParticipantRunner implements ParticipantRuntime {
       );
       return;
     }
-    const outcome = await this.inLockedTx(d.txId, (q, rec, withCommit) => this.applyDecision(q, rec, d, log, withCommit));
+    const outcome = await this.inLockedTx(d.txId, (q, rec, withCommit) => this.applyDecision(q, rec, d, log, withCommit)).catch(
+      (error: unknown): DecisionOutcome => {
+        // The COMMIT did not run, the handler's work is gone: a handler that let its local
+        // transaction fail (25P02), or a record that was not in the state read (the move's guard,
+        // P0001). Retried like a failing handler; anything else (the database unreachable) is
+        // the transport's to redeliver.
+        if (!['25P02', 'P0001'].includes((error as { code?: string }).code ?? '')) throw error;
+        return { kind: 'handler-failed', error };
+      },
+    );
     switch (outcome.kind) {
       case 'ack': {
         if (outcome.final) this.untrack(d.txId);
@@ -338,7 +347,7 @@ export class ParticipantRunner implements ParticipantRuntime {
           manager: q.manager,
           logger: log,
         });
-        await updateState(q, d.txId, this.name, rec!.state, to, d.kind === 'abort' ? d.reason : undefined);
+        withCommit(moveRecordSql(d.txId, this.name, rec!.state, to, d.kind === 'abort' ? d.reason : undefined));
         return { kind: 'ack', state: to, final: to === 'committed' || to === 'aborted' };
       } catch (error) {
         await q.query(`ROLLBACK TO SAVEPOINT ${HANDLER_SAVEPOINT}`);
@@ -488,8 +497,8 @@ export class ParticipantRunner implements ParticipantRuntime {
   /**
    * Runs `fn` in a local transaction holding this transaction's lock, with the current record.
    * Statements `fn` hands to withCommit are sent with the COMMIT, in its round trip (a new
-   * record's insert): a prepare then costs two round trips to Postgres besides the handler's, a
-   * decision three (its update is checked before the commit, in updateState).
+   * record's insert, a record's move): a prepare or a decision then costs two round trips to
+   * Postgres besides the handler's.
    */
   private async inLockedTx<T>(
     txId: string,

@@ -37,8 +37,42 @@ export class CreateParticipantLog1732300000000 implements MigrationInterface {
   }
 }
 
+/** Moves one record from one state to another, and fails loudly if it was not in the first. */
+export const PARTICIPANT_MOVE_FUNCTION = 'tx_participant_move';
+
+/**
+ * Creates `tx_participant_move(tx_id, participant, from, to, reason)`: the update of a record's
+ * state with its guard (exactly one record in state `from`) raised as an error by Postgres, so the
+ * update can be sent in the round trip of the COMMIT that follows it and still stop that COMMIT.
+ */
+export class AddParticipantMove1796600000000 implements MigrationInterface {
+  name = 'AddParticipantMove1796600000000';
+
+  async up(q: QueryRunner): Promise<void> {
+    await q.query(`
+      CREATE OR REPLACE FUNCTION ${PARTICIPANT_MOVE_FUNCTION}(
+        p_tx_id uuid, p_participant text, p_from text, p_to text, p_reason text
+      ) RETURNS void LANGUAGE plpgsql AS $fn$
+      BEGIN
+        UPDATE ${PARTICIPANT_LOG_TABLE} SET state = p_to, reason = COALESCE(p_reason, reason), updated_at = now()
+         WHERE tx_id = p_tx_id AND participant = p_participant AND state = p_from;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION '${PARTICIPANT_LOG_TABLE}: expected one % record of %/% to move to %', p_from, p_tx_id, p_participant, p_to;
+        END IF;
+      END
+      $fn$`);
+  }
+
+  async down(q: QueryRunner): Promise<void> {
+    await q.query(`DROP FUNCTION IF EXISTS ${PARTICIPANT_MOVE_FUNCTION}(uuid, text, text, text, text)`);
+  }
+}
+
 /** The library's migrations, oldest first. Only ever append. */
-export const PARTICIPANT_MIGRATIONS: MigrationInterface[] = [new CreateParticipantLog1732300000000()];
+export const PARTICIPANT_MIGRATIONS: MigrationInterface[] = [
+  new CreateParticipantLog1732300000000(),
+  new AddParticipantMove1796600000000(),
+];
 
 /**
  * Runs the library's pending migrations in one transaction, under an advisory lock so

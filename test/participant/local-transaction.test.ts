@@ -2,11 +2,12 @@
  * The participant library's local transactions (startTransactionWith, commitTransactionWith,
  * startLockedTx) against real Postgres through TypeORM: statements in the round trip of START
  * TRANSACTION and of COMMIT, TypeORM's bookkeeping and events kept, a failed write never followed
- * by its commit, and the read after the lock seeing what the lock's previous holder committed.
+ * by its commit, the read after the lock seeing what the lock's previous holder committed, and a
+ * record's move stopping its COMMIT when the record is not in the state it moves from.
  */
 import { randomUUID } from 'node:crypto';
 import { DataSource, EntitySubscriberInterface, EventSubscriber, QueryRunner, TransactionCommitEvent, TransactionStartEvent } from 'typeorm';
-import { insertRecordSql, startLockedTx } from '../../libs/participant/log-store';
+import { findRecord, insertRecordSql, moveRecordSql, startLockedTx } from '../../libs/participant/log-store';
 import { runParticipantMigrations } from '../../libs/participant/schema';
 import { commitTransactionWith, startTransactionWith } from '../../libs/participant/typeorm-transaction';
 import { createTestDatabase, TestDatabase } from './support';
@@ -175,5 +176,32 @@ describe('local transactions', () => {
     } finally {
       await q.release();
     }
+  });
+
+  it("a record's move sent with the COMMIT: moves it, with the reason quoted; from a state the record is not in, it raises and stops the COMMIT", async () => {
+    const txId = randomUUID();
+    const reason = "timeout: 'quoted' \\ reason";
+    const q = ds.createQueryRunner();
+    try {
+      await startLockedTx(q, txId, 'ledger');
+      await commitTransactionWith(q, [insertRecordSql({ txId, participant: 'ledger', protocol: '2pc', state: 'prepared' })]);
+      await startLockedTx(q, txId, 'ledger');
+      await q.query('INSERT INTO t VALUES (3)');
+      await commitTransactionWith(q, [moveRecordSql(txId, 'ledger', 'prepared', 'aborted', reason)]);
+      expect(await findRecord(ds, txId, 'ledger')).toMatchObject({ state: 'aborted', reason });
+
+      await startLockedTx(q, txId, 'ledger');
+      await q.query('INSERT INTO t VALUES (4)');
+      const moved = commitTransactionWith(q, [moveRecordSql(txId, 'ledger', 'prepared', 'committed')]);
+      await expect(moved).rejects.toMatchObject({
+        code: 'P0001',
+        message: `tx_participant_log: expected one prepared record of ${txId}/ledger to move to committed`,
+      });
+      await q.rollbackTransaction();
+    } finally {
+      await q.release();
+    }
+    expect(await findRecord(ds, txId, 'ledger')).toMatchObject({ state: 'aborted', reason });
+    expect(await ds.query('SELECT id FROM t WHERE id IN (3, 4) ORDER BY id')).toEqual([{ id: 3 }]);
   });
 });

@@ -261,6 +261,21 @@ describe('participant runtime over Kafka', () => {
     expect((await record(db.ds, txId, NAME))?.state).toBe('committed');
   });
 
+  it('a commit handler that swallows an SQL error is rolled back and retried, then acknowledged once', async () => {
+    const txId = newTxId();
+    await coordinator.send(msg.prepare(txId, NAME, { swallowCommitSqlError: 1 }));
+    await coordinator.vote(txId);
+    await coordinator.send(msg.commit(txId, NAME));
+    await coordinator.ack(txId, 'commit');
+    expect(participant.count(txId, 'commit')).toBe(2);
+    expect(coordinator.about(txId, 'ack')).toHaveLength(1);
+    // Retried by the library, as a failing handler is, not redelivered by the transport (which
+    // would hold up the partition's other messages).
+    expect(log.lines.filter((l) => l.txId === txId && /commit handler failed; will retry/.test(String(l.msg)))).toHaveLength(1);
+    expect(await effects(db.ds, txId)).toEqual({ prepare: 1, commit: 1 });
+    expect((await record(db.ds, txId, NAME))?.state).toBe('committed');
+  });
+
   it('a late decision: sends status-request after the deadline, repeats, and finishes on the answer', async () => {
     const txId = newTxId();
     await coordinator.send(msg.prepare(txId, NAME, {}, { deadlineInMs: 400 }));

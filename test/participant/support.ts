@@ -221,7 +221,8 @@ export const msg = {
  * A participant that records every call and writes one row per effect (`test_effect`) through
  * `ctx.manager`, so a test can tell calls whose transaction rolled back from ones that counted.
  * Its behaviour comes from the payload: `{ vote: 'no', reason }`, `{ throw: 'message' }`,
- * `{ failCommit: n }` (the first n commit calls throw), `{ failAbort: n }`, `{ sqlError: 'throw' | 'swallow' }`.
+ * `{ failCommit: n }` (the first n commit calls throw), `{ swallowCommitSqlError: n }` (the first n
+ * commit calls swallow a failed statement), `{ failAbort: n }`, `{ sqlError: 'throw' | 'swallow' }`.
  */
 export class RecordingParticipant implements TransactionParticipant {
   readonly calls: { kind: string; txId: string }[] = [];
@@ -259,7 +260,11 @@ export class RecordingParticipant implements TransactionParticipant {
     this.calls.push({ kind: 'commit', txId: ctx.txId });
     const n = this.count(ctx.txId, 'commit');
     await this.effect(ctx, 'commit');
-    const fail = Number((ctx.payload as { failCommit?: number }).failCommit ?? 0);
+    const p = ctx.payload as { failCommit?: number; swallowCommitSqlError?: number };
+    if (n <= Number(p.swallowCommitSqlError ?? 0)) {
+      await ctx.manager.query(`SELECT * FROM no_such_table`).catch(() => undefined); // a buggy handler
+    }
+    const fail = Number(p.failCommit ?? 0);
     if (n <= fail) throw new Error(`commit failure ${n} of ${fail}`);
   }
 

@@ -221,3 +221,34 @@ test('a readiness ping right after a statement succeeded sends none of its own; 
   await log.ping();
   expect(statements).toBe(1);
 });
+
+test('a save looks its transactions up by id: no whole scan of the log, with thousands of finished ones in it', async () => {
+  // Below some 40,000 rows the planner, not knowing how many records a save's JSON holds, used to
+  // join them to a scan of the whole table on every save. A database of its own, and one
+  // connection, whose table counters are flushed on demand and read back through it.
+  const config = loadConfig({ ...process.env, DATABASE_URL: await freshDatabase(`txtest_decision_log_scan_${process.pid}`) });
+  const options = (await databaseOptions(config)) as DataSourceOptions & { extra: object };
+  const single = await new DataSource({ ...options, extra: { ...options.extra, max: 1 } } as DataSourceOptions).initialize();
+  try {
+    await single.query(`
+      INSERT INTO tx_transaction (id, protocol, state, outcome, timeout_ms, metadata, created_at, deadline, decided_at, completed_at, updated_at)
+      SELECT gen_random_uuid(), '2pc', 'committed', 'commit', 30000, '{}', t, t, t, t, t
+        FROM generate_series(1, 10000) g, LATERAL (SELECT now() - interval '1 day' - g * interval '1 ms' AS t) x`);
+    await single.query('ANALYZE tx_transaction');
+    const log = new DecisionLog(single);
+    const txs = Array.from({ length: 20 }, () => newTx());
+    await Promise.all(txs.map((t) => log.insert(t)));
+    const counters = async () => {
+      await single.query('SELECT pg_stat_force_next_flush()'); // flushed before the next statement is read
+      const [row] = await single.query(`SELECT seq_scan, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'tx_transaction'`);
+      return { scans: Number(row.seq_scan), updates: Number(row.n_tup_upd) };
+    };
+    const before = await counters();
+    await Promise.all(txs.map((t) => log.update(t.id, (s) => ({ next: { ...s, metadata: { saved: true } }, result: null }))));
+    const after = await counters();
+    expect(after.updates - before.updates).toBe(txs.length);
+    expect(after.scans - before.scans).toBe(0);
+  } finally {
+    await single.destroy();
+  }
+}, 40_000);

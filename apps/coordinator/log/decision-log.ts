@@ -316,7 +316,7 @@ export class DecisionLog {
       const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
       return { ...txRecord(next, now), version, participants: changed.map(participantRecord) };
     }));
-    const rows: { id: string }[] = await this.db.query(SAVE_TXS, [records, items.map((s) => s.next.id)]);
+    const rows: { id: string }[] = await this.db.query(SAVE_TXS, [records, items.length]);
     const saved = new Set(rows.map((r) => r.id));
     return items.map((s) => saved.has(s.next.id));
   }
@@ -379,17 +379,17 @@ const INSERT_TXS = `
  * Steps' new states, each only if its row still has the version the step read: the transaction
  * rows and the changed (or newly enlisted) participants in one statement. The participants' writes
  * depend on their row's: a transaction with another version is not written and does not come back.
- * The ids again as an array ($2): the planner cannot tell how many records the JSON holds (it
- * assumes 100), and for a log of up to some 40,000 rows it joined them to a whole scan of the
- * table rather than look each one up, on every save.
+ * `LIMIT $2`, the number of records, is there for the planner: it cannot tell how many records the
+ * JSON holds (it assumes 100), and for a log of up to some 40,000 rows it joined a few records to a
+ * whole scan of the table, on every save, rather than look each one up by its id.
  */
 const SAVE_TXS = `
-  WITH x AS (SELECT * FROM ${TX_RECORDS}),
+  WITH x AS (SELECT * FROM ${TX_RECORDS} LIMIT $2),
   t AS (
     UPDATE tx_transaction tx SET protocol = x.protocol, state = x.state, outcome = x.outcome, reason = x.reason,
            timeout_ms = x.timeout_ms, metadata = x.metadata, created_at = x.created_at, deadline = x.deadline,
            decided_at = x.decided_at, completed_at = x.completed_at, updated_at = x.updated_at, version = tx.version + 1
-      FROM x WHERE tx.id = ANY($2::uuid[]) AND tx.id = x.id AND tx.version = x.version RETURNING tx.id),
+      FROM x WHERE tx.id = x.id AND tx.version = x.version RETURNING tx.id),
   p AS (
     INSERT INTO tx_participant (${PARTICIPANT_COLUMNS})
     SELECT ${PARTICIPANT_VALUES} FROM x JOIN t ON t.id = x.id, ${PARTICIPANT_RECORDS}

@@ -55,4 +55,16 @@ describe('two replicas: begun on one, committed on the other, answers to the fir
       expect(prepares.get(tx.id)).toBe(2);
     }
   }, 60_000);
+
+  it('answers the waiting commit request with the other replica\'s decision, not when its wait runs out', async () => {
+    // The votes go to the replica that began, so the decision is made there; the committing
+    // replica, whose request waits, has to look in the log for it (at least once a second).
+    const waitMs = 20_000;
+    const participants = ['a', 'b'].map((name) => ({ name, url: memberUrl }));
+    const { body: tx } = await api(beginnerUrl, 'POST', '/v1/transactions', { participants });
+    const started = Date.now();
+    const done = await api(committer.url, 'POST', `/v1/transactions/${tx.id}/commit?waitMs=${waitMs}`);
+    expect([done.status, done.body.outcome]).toEqual([200, 'commit']);
+    expect(Date.now() - started).toBeLessThan(waitMs / 2);
+  }, 60_000);
 });

@@ -171,6 +171,21 @@ test('a read of something that is no transaction id is null and does not fail th
   expect(missing).toBeNull();
 });
 
+test('decided: whether the log holds an outcome, seen across replicas, in grouped statements; null for no such transaction', async () => {
+  const log = new DecisionLog(ds);
+  const replica = new DecisionLog(other);
+  const txs = Array.from({ length: 40 }, () => newTx());
+  await Promise.all(txs.map((t) => log.insert(t)));
+  // Half decided by the other replica: this log's cache still has them undecided, the log does not.
+  await Promise.all(txs.slice(0, 20).map((t) => replica.update(t.id, (s) => ({
+    next: { ...s, phase: 'committing', outcome: 'commit', decidedAt: Date.now() }, result: null,
+  }))));
+  statements = 0;
+  const seen = await Promise.all([...txs.map((t) => log.decided(t.id)), log.decided(randomUUID()), log.decided('not-a-uuid')]);
+  expect(seen).toEqual([...Array(20).fill(true), ...Array(20).fill(false), null, null]);
+  expect(statements).toBeLessThanOrEqual(3);
+});
+
 test('lists newest first with participants in enlistment order, by state and by participant', async () => {
   const log = new DecisionLog(ds);
   const older = { ...newTx(['x', 'y', 'z']), createdAt: Date.now() + 60_000 };

@@ -46,10 +46,11 @@ interface Insert {
 
 /**
  * Transactions kept in memory at most (with their held changes), and how long one is stepped on
- * without reading the log again (see TxCache).
+ * without reading the log again (see TxCache). Under load a transaction's steps are seconds apart
+ * (its votes and acks wait in the inbox); at one second, each of them read the log again.
  */
 const CACHED_AT_MOST = 20_000;
-const CACHE_TRUSTED_MS = 1000;
+const CACHE_TRUSTED_MS = 5000;
 
 /** A step that keeps losing races with other replicas gives up (and is retried by its caller). */
 const MAX_STEP_ATTEMPTS = 20;
@@ -95,6 +96,7 @@ export class DecisionLog {
    */
   private readonly cache = new TxCache(CACHED_AT_MOST, CACHE_TRUSTED_MS);
   private readonly reads = new Batcher((ids: string[]) => this.readMany(ids), GROUP);
+  private readonly outcomes = new Batcher((ids: string[]) => this.decidedMany(ids), GROUP);
   private readonly saves = new Batcher((items: Save[]) => this.saveMany(items), GROUP);
   private readonly inserts = new Batcher((items: Insert[]) => this.insertMany(items), GROUP);
 
@@ -125,16 +127,25 @@ export class DecisionLog {
   }
 
   /**
+   * Whether the log holds the transaction with an outcome; null when it holds no such transaction.
+   * For those who wait for another replica's decision: one small row, not the transaction with its
+   * participants, and grouped like every read.
+   */
+  decided(id: string): Promise<boolean | null> {
+    return this.guard(async () => (UUID.test(id) ? this.outcomes.run(id) : null));
+  }
+
+  /**
    * Reads the transaction, hands its state to `change`, and saves what it returns (if anything)
    * before resolving. Resolves with null when the transaction does not exist.
    *
-   * The state comes from what this process last read or wrote when that was less than a second
-   * ago (TxCache), else from the log. A change returned with `hold` is kept in this process only,
-   * and `change` sees it in the following steps until one saves (with it) a change that must be
-   * durable. With `writeBack` the step reads the log first, and a held change is saved even if the
-   * step changes nothing (the resends of a slow transaction, so that what lingers is in the log
-   * for operators and other replicas). With `readLogIf`, a cached state it says is stale is read
-   * from the log again.
+   * The state comes from what this process last read or wrote when that was less than five
+   * seconds ago (TxCache), else from the log. A change returned with `hold` is kept in this process
+   * only, and `change` sees it in the following steps until one saves (with it) a change that must
+   * be durable. With `writeBack` the step reads the log first, and a held change is saved even if
+   * the step changes nothing (the resends of a slow transaction, so that what lingers is in the
+   * log for operators and other replicas). With `readLogIf`, a cached state it says is stale is
+   * read from the log again.
    */
   update<T>(
     id: string, change: (state: TxState) => { next: TxState | null; hold?: boolean; result: T },
@@ -308,6 +319,12 @@ export class DecisionLog {
     return ids.map((id) => byId.get(id));
   }
 
+  private async decidedMany(ids: string[]): Promise<(boolean | null)[]> {
+    const rows: { id: string; decided: boolean }[] = await this.db.query(SELECT_DECIDED, [ids]);
+    const byId = new Map(rows.map((r) => [r.id, r.decided]));
+    return ids.map((id) => byId.get(id) ?? null);
+  }
+
   /** Per save, whether it applied (false: the row had another version, someone else stepped it first). */
   private async saveMany(items: Save[]): Promise<boolean[]> {
     const now = new Date().toISOString();
@@ -346,6 +363,8 @@ const SELECT_TXS = `
          t.decided_at, t.completed_at, t.version,
          COALESCE((SELECT json_agg(${PARTICIPANT_JSON} ORDER BY p.position) FROM tx_participant p WHERE p.tx_id = t.id), '[]'::json) AS participants
     FROM tx_transaction t WHERE t.id = ANY($1::uuid[])`;
+
+const SELECT_DECIDED = 'SELECT id, outcome IS NOT NULL AS decided FROM tx_transaction WHERE id = ANY($1::uuid[])';
 
 /** The columns of a transaction record in the statements' JSON ($1). */
 const TX_RECORDS = `jsonb_to_recordset($1::jsonb) AS x(id uuid, version integer, protocol text, state text, outcome text,

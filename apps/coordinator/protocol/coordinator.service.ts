@@ -196,18 +196,21 @@ export class CoordinatorService implements OnApplicationShutdown {
    */
   async waitForOutcome(txId: string, waitMs: number, current?: TxState): Promise<TxState | null> {
     const until = Date.now() + waitMs;
-    for (let first = true; ; first = false) {
-      const state = first && current ? current : await this.log.get(txId);
-      const left = until - Date.now();
-      if (!state || state.outcome !== null || left <= 0 || this.intakeClosed) return state;
+    const over = () => Date.now() >= until || this.intakeClosed;
+    let state = current ?? (await this.log.get(txId));
+    for (;;) {
+      if (!state || state.outcome !== null || over()) return state;
       // Woken by this replica's decision (with the state it saved: no need to read it back);
-      // re-read at least every second for another replica's.
-      const decided = await new Promise<TxState | undefined>((resolve) => {
-        const done = (saved?: TxState) => { clearTimeout(timer); this.decided.off(txId, done); resolve(saved); };
-        const timer = setTimeout(done, Math.min(left, 1000));
+      // else look at least every second for another replica's: at the outcome alone, reading the
+      // whole transaction only once there is one (or to answer with it as it is, the wait over).
+      const saved = await new Promise<TxState | undefined>((resolve) => {
+        const done = (s?: TxState) => { clearTimeout(timer); this.decided.off(txId, done); resolve(s); };
+        const timer = setTimeout(done, Math.min(until - Date.now(), 1000));
         this.decided.once(txId, done);
       });
-      if (decided) return decided;
+      if (saved) return saved;
+      if (!over() && (await this.log.decided(txId)) === false && !over()) continue;
+      state = await this.log.get(txId);
     }
   }
 

@@ -270,6 +270,16 @@ describe('two-phase commit over Kafka, end to end', () => {
     expect(value(/^txcoord_transactions_unfinished\{state="aborting"\} (\d+)/m)).toBeGreaterThan(0);
     expect(text).toMatch(/^txcoord_decision_seconds_bucket\{/m);
     expect(text).toMatch(/^txcoord_resends_total\{type="(prepare|abort)"\} \d+/m);
+    // The event loop's busy time grows with the work done, and never faster than the clock.
+    const busy = async () => Number(/^txcoord_event_loop_busy_seconds_total ([\d.e+-]+)/m.exec(await (await fetch(`${coordinator.url}/metrics`)).text())?.[1]);
+    const t0 = Date.now();
+    const first = await busy();
+    await call('GET', '/v1/transactions?limit=5');
+    const second = await busy();
+    const elapsedS = (Date.now() - t0) / 1000;
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(first);
+    expect(second - first).toBeLessThanOrEqual(elapsedS + 0.001);
   });
 
   it('dead-letters an unreadable message and carries on', async () => {

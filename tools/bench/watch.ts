@@ -3,8 +3,9 @@
  * long run that degrades shows where: the decisions made in the window, the unfinished
  * transactions by state and the age of the oldest, each consumer group's lag (messages produced
  * to its topic and not yet committed as read; offsets are committed at most once a second), the
- * oldest offset each topic still holds (the test broker trims a partition's log at 5 MB), and
- * the CPU each process used in the window.
+ * oldest offset each topic still holds (the test broker trims a partition's log at 5 MB), the
+ * share of the window the coordinator's event loop was busy, and the CPU each process used in it
+ * (a loop busy all the time on half a core of CPU is waiting for a core).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { Admin, Kafka, logLevel } from 'kafkajs';
@@ -53,6 +54,7 @@ interface Reading {
   committed: number;
   aborted: number;
   resends: number;
+  loopBusyS: number;
 }
 
 export class Watch {
@@ -65,16 +67,23 @@ export class Watch {
 
   constructor(private readonly target: WatchTarget, everyS: number, private readonly say: (line: string) => void) {
     this.db = new Client({ connectionString: target.coordinatorDatabaseUrl });
+    // Its database is dropped when the cell ends; an idle connection's error must not end the bench.
+    this.db.on('error', () => undefined);
     if (target.bootstrap) {
-      this.admin = new Kafka({ clientId: 'bench-watch', brokers: [target.bootstrap], logLevel: logLevel.NOTHING }).admin();
+      this.admin = new Kafka({ clientId: 'bench-watch', brokers: target.bootstrap.split(','), logLevel: logLevel.NOTHING }).admin();
     }
     this.timer = setInterval(() => void this.tick(), everyS * 1000);
   }
 
   async start(): Promise<void> {
-    await this.db.connect();
-    await this.admin?.connect();
-    this.last = await this.read();
+    try {
+      await this.db.connect();
+      await this.admin?.connect();
+      this.last = await this.read();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
   }
 
   async stop(): Promise<void> {
@@ -100,6 +109,7 @@ export class Watch {
       committed: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="commit"'),
       aborted: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="abort"'),
       resends: metricSum(text, 'txcoord_resends_total'),
+      loopBusyS: metricSum(text, 'txcoord_event_loop_busy_seconds_total'),
     };
   }
 
@@ -151,6 +161,7 @@ export class Watch {
         const trimmed = lags.reduce((a, l) => a + l.trimmed, 0);
         if (trimmed > 0) parts.push(`trimmed ${trimmed};`);
       }
+      parts.push(`coordinator loop busy ${(((now.loopBusyS - this.last.loopBusyS) / s) * 100).toFixed(0)} %;`);
       const cpu = cpuPercents(this.last.cpu, now.cpu, s);
       cpu.push(`postgres ${((postgresCpuDelta(this.last.postgres, now.postgres) / s) * 100).toFixed(0)}`);
       parts.push(`cpu % ${cpu.join(', ')}`);

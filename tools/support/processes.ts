@@ -49,7 +49,7 @@ export class ManagedProcess {
     });
     this.child = child;
     live.add(child);
-    this.log.write(`\n### chaos: start #${this.starts} pid ${child.pid} at ${new Date().toISOString()}\n`);
+    this.log.write(`\n### ${this.label}: start #${this.starts} pid ${child.pid} at ${new Date().toISOString()}\n`);
     const watchers = new Set<(line: string) => void>();
     let tail = '';
     const onData = (d: Buffer) => {
@@ -64,7 +64,7 @@ export class ManagedProcess {
     this.exited = new Promise((resolve) =>
       child.once('exit', (code, signal) => {
         live.delete(child);
-        this.log.write(`\n### chaos: exit code ${code} signal ${signal} at ${new Date().toISOString()}\n`);
+        this.log.write(`\n### ${this.label}: exit code ${code} signal ${signal} at ${new Date().toISOString()}\n`);
         resolve();
         if (!this.expectExit) this.onUnexpectedExit?.();
       }),

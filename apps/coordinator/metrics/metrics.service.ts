@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { performance } from 'node:perf_hooks';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Effect, TxState } from '../../../libs/engine';
 import { DecisionLog } from '../log/decision-log';
@@ -33,6 +34,18 @@ export class MetricsService {
 
   constructor(log: DecisionLog) {
     collectDefaultMetrics({ register: this.registry, prefix: 'txcoord_' });
+    // Saturation: the event loop's lag says how late a callback ran, not how much of the time the
+    // loop had work; its busy time (rate() of this counter: 1 means never idle) says the latter,
+    // also while the process waits for a core and so shows little CPU.
+    let busyMs = 0;
+    new Counter({
+      name: 'txcoord_event_loop_busy_seconds_total', help: 'Time the event loop spent running callbacks rather than waiting for I/O', registers: [this.registry],
+      collect() {
+        const active = performance.eventLoopUtilization().active;
+        this.inc((active - busyMs) / 1000);
+        busyMs = active;
+      },
+    });
     // Unfinished transactions by state, read from the log at scrape time (a partial index serves it).
     new Gauge({
       name: 'txcoord_transactions_unfinished', help: 'Unfinished transactions by state (in flight; committing/aborting/precommitted are in doubt for participants)',

@@ -17,7 +17,7 @@ import { Client } from 'pg';
 import { COMMIT_INTERVAL_MS } from '../../libs/transport/kafka-transport';
 import { KeyPartitioner } from '../../libs/transport/key-partitioner';
 import { ManagedProcess } from '../support/processes';
-import { cpuPercents, cpuSeconds, latency, Latency, percentile } from './stats';
+import { cpuPercents, cpuSeconds, latency, Latency, percentile, runQueueSeconds } from './stats';
 
 export interface CeilingResult {
   tps: number;
@@ -136,7 +136,7 @@ export async function bareRounds(
   }
 }
 
-/** The bare pattern's `--watch` line: what a long run of the ceiling does over time, with no coordinator in it. */
+/** The bare pattern's `--watch` line: what a long run of the ceiling does over time, with no coordinator in it (the echoes' figures are their sums). */
 function watchRounds(w: NonNullable<BareSettings['watch']>, echoPids: number[], finished: () => number): NodeJS.Timeout {
   const cpu = () => {
     const own = process.cpuUsage();
@@ -146,13 +146,18 @@ function watchRounds(w: NonNullable<BareSettings['watch']>, echoPids: number[], 
       ['bench', (own.user + own.system) / 1e6],
     ]);
   };
+  const waits = () =>
+    new Map([
+      ['echoes', echoPids.reduce((a, pid) => a + runQueueSeconds(pid), 0)],
+      ['bench', runQueueSeconds(process.pid)],
+    ]);
   const started = Date.now();
-  let last = { at: started, done: finished(), cpu: cpu() };
+  let last = { at: started, done: finished(), cpu: cpu(), waits: waits() };
   return setInterval(() => {
     try {
-      const now = { at: Date.now(), done: finished(), cpu: cpu() };
+      const now = { at: Date.now(), done: finished(), cpu: cpu(), waits: waits() };
       const s = (now.at - last.at) / 1000;
-      w.say(`      at ${String(Math.round((now.at - started) / 1000)).padStart(4)} s: ${((now.done - last.done) / s).toFixed(0)} tx/s; cpu % ${cpuPercents(last.cpu, now.cpu, s).join(', ')}`);
+      w.say(`      at ${String(Math.round((now.at - started) / 1000)).padStart(4)} s: ${((now.done - last.done) / s).toFixed(0)} tx/s; cpu % ${cpuPercents(last.cpu, now.cpu, s).join(', ')}; waiting for a core % ${cpuPercents(last.waits, now.waits, s).join(', ')}`);
       last = now;
     } catch (err) {
       w.say(`      watch: ${(err as Error).message}`);

@@ -40,6 +40,14 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
 }
 
+/**
+ * Seconds the process's main thread has spent runnable but waiting for a core (the second field
+ * of /proc/<pid>/schedstat): what CPU figures do not show when every core is taken.
+ */
+export function runQueueSeconds(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+}
+
 /** Each process's share of a core between two readings of CPU seconds by name, as `name %` (100: one core busy). */
 export function cpuPercents(before: Map<string, number>, now: Map<string, number>, seconds: number): string[] {
   return [...now].map(([name, v]) => `${name} ${(((v - (before.get(name) ?? v)) / seconds) * 100).toFixed(0)}`);

@@ -4,15 +4,16 @@
  * transactions by state and the age of the oldest, each consumer group's lag (messages produced
  * to its topic and not yet committed as read; offsets are committed at most once a second), the
  * oldest offset each topic still holds (the test broker trims a partition's log at 5 MB), the
- * share of the window the coordinator's event loop was busy, and the CPU each process used in it
- * (a loop busy all the time on half a core of CPU is waiting for a core).
+ * share of the window the coordinator's event loop was busy, the CPU each process used in it, and
+ * how much of it each process's main thread spent waiting for a core (a loop busy all the time on
+ * half a core of CPU is waiting for one).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { Admin, Kafka, logLevel } from 'kafkajs';
 import { Client } from 'pg';
 import { topics } from '../../libs/protocol';
 import { coordinatorMetrics, metricSum } from './coordinator-metrics';
-import { cpuPercents, cpuSeconds } from './stats';
+import { cpuPercents, cpuSeconds, runQueueSeconds } from './stats';
 
 export interface WatchTarget {
   coordinatorUrl: string;
@@ -50,6 +51,7 @@ function postgresCpuDelta(before: Map<number, number>, now: Map<number, number>)
 interface Reading {
   at: number;
   cpu: Map<string, number>;
+  waits: Map<string, number>;
   postgres: Map<number, number>;
   committed: number;
   aborted: number;
@@ -94,9 +96,12 @@ export class Watch {
 
   private async read(): Promise<Reading> {
     const cpu = new Map<string, number>();
+    const waits = new Map<string, number>();
     for (const [name, pid] of this.target.pids) {
       try {
         cpu.set(name, cpuSeconds(pid));
+        // The broker's main thread only reads commands; the mock cluster's own thread does its work.
+        if (name !== 'broker') waits.set(name, runQueueSeconds(pid));
       } catch {
         cpu.set(name, NaN);
       }
@@ -105,6 +110,7 @@ export class Watch {
     return {
       at: Date.now(),
       cpu,
+      waits,
       postgres: postgresCpuSeconds(),
       committed: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="commit"'),
       aborted: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="abort"'),
@@ -164,7 +170,8 @@ export class Watch {
       parts.push(`coordinator loop busy ${(((now.loopBusyS - this.last.loopBusyS) / s) * 100).toFixed(0)} %;`);
       const cpu = cpuPercents(this.last.cpu, now.cpu, s);
       cpu.push(`postgres ${((postgresCpuDelta(this.last.postgres, now.postgres) / s) * 100).toFixed(0)}`);
-      parts.push(`cpu % ${cpu.join(', ')}`);
+      parts.push(`cpu % ${cpu.join(', ')};`);
+      parts.push(`waiting for a core % ${cpuPercents(this.last.waits, now.waits, s).join(', ')}`);
       this.say(`      ${parts.join(' ')}`);
       this.last = now;
     } catch (err) {

@@ -151,6 +151,8 @@ export class KafkaTransport implements MessageTransport {
   private listenPartitions = 0;
   /** The consumer is a member of its group with partitions assigned (see receiving). */
   private inGroup = false;
+  /** Fetches of the listen topic and the messages they brought (see inboxReads). */
+  private readonly reads = { fetches: 0, messages: 0 };
   /**
    * Coalescing (Nagle for produce requests): with no produce under way a send goes out at once;
    * sends that come while one is under way wait for it and then go out together in one produce
@@ -241,6 +243,7 @@ export class KafkaTransport implements MessageTransport {
       joinedOnce = true;
       onFirstJoin?.();
     });
+    consumer.on(consumer.events.FETCH, () => this.reads.fetches++);
     const leftGroup = () => (this.inGroup = false);
     consumer.on(consumer.events.REBALANCING, leftGroup);
     consumer.on(consumer.events.STOP, leftGroup);
@@ -324,6 +327,10 @@ export class KafkaTransport implements MessageTransport {
 
   receiving(): boolean {
     return this.inGroup;
+  }
+
+  inboxReads(): { fetches: number; messages: number } {
+    return { ...this.reads };
   }
 
   backlog(key: string): number {
@@ -414,6 +421,7 @@ export class KafkaTransport implements MessageTransport {
   private async onBatch(payload: EachBatchPayload, handler: MessageHandler): Promise<void> {
     const { batch, resolveOffset, heartbeat, isRunning, commitOffsetsIfNecessary, uncommittedOffsets, pause } = payload;
     const { topic, partition } = batch;
+    this.reads.messages += batch.messages.length;
     let heartbeatError: unknown;
     const beat = setInterval(() => {
       heartbeat().catch((err) => {

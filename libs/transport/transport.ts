@@ -44,6 +44,11 @@ export interface MessageTransport {
    * joining or rebalancing); answers cannot arrive then, so a resend cannot help. Absent: always.
    */
   receiving?(): boolean;
+  /**
+   * What this process's inbox has read since it started (Kafka: its consumer's fetches, and the
+   * messages they brought, unreadable and repeated ones included), for metrics. Absent: not counted.
+   */
+  inboxReads?(): { fetches: number; messages: number };
   /** Stops receiving (leaves the consumer group, closes the endpoint) and disconnects. */
   stop(): Promise<void>;
 }

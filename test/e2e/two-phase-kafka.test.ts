@@ -270,6 +270,11 @@ describe('two-phase commit over Kafka, end to end', () => {
     expect(value(/^txcoord_transactions_unfinished\{state="aborting"\} (\d+)/m)).toBeGreaterThan(0);
     expect(text).toMatch(/^txcoord_decision_seconds_bucket\{/m);
     expect(text).toMatch(/^txcoord_resends_total\{type="(prepare|abort)"\} \d+/m);
+    // Every message the coordinator took came in a fetch of its inbox.
+    const received = [...text.matchAll(/^txcoord_messages_received_total\{type="[a-z-]+"\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    expect(received).toBeGreaterThan(0);
+    expect(value(/^txcoord_inbox_fetches_total (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^txcoord_inbox_messages_total (\d+)/m)).toBeGreaterThanOrEqual(received);
     // The event loop's busy time grows with the work done, and never faster than the clock.
     const busy = async () => Number(/^txcoord_event_loop_busy_seconds_total ([\d.e+-]+)/m.exec(await (await fetch(`${coordinator.url}/metrics`)).text())?.[1]);
     const t0 = Date.now();

@@ -4,9 +4,10 @@
  * transactions by state and the age of the oldest, each consumer group's lag (messages produced
  * to its topic and not yet committed as read; offsets are committed at most once a second), the
  * oldest offset each topic still holds (the test broker trims a partition's log at 5 MB), the
- * share of the window the coordinator's event loop was busy, the CPU each process used in it, and
- * how much of it each process's main thread spent waiting for a core (a loop busy all the time on
- * half a core of CPU is waiting for one).
+ * share of the window the coordinator's event loop was busy, its inbox's fetches a second and
+ * messages a fetch (Kafka), the CPU each process used in the window, and how much of it each
+ * process's main thread spent waiting for a core (a loop busy all the time on half a core of CPU
+ * is waiting for one).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { Admin, Kafka, logLevel } from 'kafkajs';
@@ -57,6 +58,8 @@ interface Reading {
   aborted: number;
   resends: number;
   loopBusyS: number;
+  inboxFetches: number;
+  inboxMessages: number;
 }
 
 export class Watch {
@@ -116,6 +119,8 @@ export class Watch {
       aborted: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="abort"'),
       resends: metricSum(text, 'txcoord_resends_total'),
       loopBusyS: metricSum(text, 'txcoord_event_loop_busy_seconds_total'),
+      inboxFetches: metricSum(text, 'txcoord_inbox_fetches_total'),
+      inboxMessages: metricSum(text, 'txcoord_inbox_messages_total'),
     };
   }
 
@@ -168,6 +173,8 @@ export class Watch {
         if (trimmed > 0) parts.push(`trimmed ${trimmed};`);
       }
       parts.push(`coordinator loop busy ${(((now.loopBusyS - this.last.loopBusyS) / s) * 100).toFixed(0)} %;`);
+      const fetches = now.inboxFetches - this.last.inboxFetches;
+      if (this.admin) parts.push(`inbox ${(fetches / s).toFixed(0)} fetches/s, ${fetches ? ((now.inboxMessages - this.last.inboxMessages) / fetches).toFixed(1) : 0} messages a fetch;`);
       const cpu = cpuPercents(this.last.cpu, now.cpu, s);
       cpu.push(`postgres ${((postgresCpuDelta(this.last.postgres, now.postgres) / s) * 100).toFixed(0)}`);
       parts.push(`cpu % ${cpu.join(', ')};`);

@@ -1,8 +1,10 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { performance } from 'node:perf_hooks';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Effect, TxState } from '../../../libs/engine';
+import { MessageTransport } from '../../../libs/transport/transport';
 import { DecisionLog } from '../log/decision-log';
+import { TRANSPORT } from '../protocol/tokens';
 
 /** Prometheus metrics of the coordinator, served on GET /metrics. */
 @Injectable()
@@ -32,7 +34,7 @@ export class MetricsService {
   private readonly answerTimeout = new Gauge({ name: 'txcoord_answer_timeout_seconds', help: 'How long after a send its answer counts as overdue (from the answer times lately seen); resends wait for it', registers: [this.registry] });
   private readonly sendFailures = new Counter({ name: 'txcoord_send_failures_total', help: 'Sends that failed and wait for their resend', registers: [this.registry] });
 
-  constructor(log: DecisionLog) {
+  constructor(log: DecisionLog, @Inject(TRANSPORT) transport: MessageTransport) {
     collectDefaultMetrics({ register: this.registry, prefix: 'txcoord_' });
     // Saturation: the event loop's lag says how late a callback ran, not how much of the time the
     // loop had work; its busy time (rate() of this counter: 1 means never idle) says the latter,
@@ -46,6 +48,24 @@ export class MetricsService {
         busyMs = active;
       },
     });
+    // The inbox's pace (Kafka): fetches a second, and messages per fetch as the ratio of the two
+    // rates. The test broker hands over one record batch per partition per fetch; a real broker
+    // hands over everything waiting, up to the fetch's size limit.
+    const reads = transport.inboxReads?.bind(transport);
+    if (reads) {
+      const counted = { fetches: 0, messages: 0 };
+      const counter = (key: keyof typeof counted, name: string, help: string) =>
+        new Counter({
+          name, help, registers: [this.registry],
+          collect() {
+            const now = reads()[key];
+            this.inc(now - counted[key]);
+            counted[key] = now;
+          },
+        });
+      counter('fetches', 'txcoord_inbox_fetches_total', 'Fetches of the coordinator topic by this replica');
+      counter('messages', 'txcoord_inbox_messages_total', 'Messages those fetches brought (unreadable and repeated ones included)');
+    }
     // Unfinished transactions by state, read from the log at scrape time (a partial index serves it).
     new Gauge({
       name: 'txcoord_transactions_unfinished', help: 'Unfinished transactions by state (in flight; committing/aborting/precommitted are in doubt for participants)',

@@ -36,35 +36,30 @@ export class MetricsService {
 
   constructor(log: DecisionLog, @Inject(TRANSPORT) transport: MessageTransport) {
     collectDefaultMetrics({ register: this.registry, prefix: 'txcoord_' });
+    // A counter that follows a running total kept elsewhere: each scrape adds what it grew by.
+    const following = (name: string, help: string, total: () => number) => {
+      let counted = 0;
+      new Counter({
+        name, help, registers: [this.registry],
+        collect() {
+          const now = total();
+          this.inc(now - counted);
+          counted = now;
+        },
+      });
+    };
     // Saturation: the event loop's lag says how late a callback ran, not how much of the time the
     // loop had work; its busy time (rate() of this counter: 1 means never idle) says the latter,
     // also while the process waits for a core and so shows little CPU.
-    let busyMs = 0;
-    new Counter({
-      name: 'txcoord_event_loop_busy_seconds_total', help: 'Time the event loop spent running callbacks rather than waiting for I/O', registers: [this.registry],
-      collect() {
-        const active = performance.eventLoopUtilization().active;
-        this.inc((active - busyMs) / 1000);
-        busyMs = active;
-      },
-    });
+    following('txcoord_event_loop_busy_seconds_total', 'Time the event loop spent running callbacks rather than waiting for I/O',
+      () => performance.eventLoopUtilization().active / 1000);
     // The inbox's pace (Kafka): fetches a second, and messages per fetch as the ratio of the two
     // rates. The test broker hands over one record batch per partition per fetch; a real broker
     // hands over everything waiting, up to the fetch's size limit.
     const reads = transport.inboxReads?.bind(transport);
     if (reads) {
-      const counted = { fetches: 0, messages: 0 };
-      const counter = (key: keyof typeof counted, name: string, help: string) =>
-        new Counter({
-          name, help, registers: [this.registry],
-          collect() {
-            const now = reads()[key];
-            this.inc(now - counted[key]);
-            counted[key] = now;
-          },
-        });
-      counter('fetches', 'txcoord_inbox_fetches_total', 'Fetches of the coordinator topic by this replica');
-      counter('messages', 'txcoord_inbox_messages_total', 'Messages those fetches brought (unreadable and repeated ones included)');
+      following('txcoord_inbox_fetches_total', 'Fetches of the coordinator topic by this replica', () => reads().fetches);
+      following('txcoord_inbox_messages_total', 'Messages those fetches brought (unreadable and repeated ones included)', () => reads().messages);
     }
     // Unfinished transactions by state, read from the log at scrape time (a partial index serves it).
     new Gauge({

@@ -36,6 +36,8 @@ export interface Cluster {
   /** Prefix of every topic name (TX_TOPIC_PREFIX). */
   topicPrefix: string;
   participants: { name: string; url: string | null; pid: number }[];
+  /** Each process's database: the coordinator's and every participant's. */
+  databases: { name: string; database: string }[];
   stop(): Promise<void>;
 }
 
@@ -87,10 +89,11 @@ export async function drained(cluster: Cluster, timeoutMs: number): Promise<numb
 export async function startCluster(s: ClusterSettings): Promise<Cluster> {
   const run = `txbench_${randomUUID().slice(0, 8)}`;
   const prefix = `${run}.`;
+  const databaseOf = (name: string) => `${run}_${name}`;
   const databases: string[] = [];
   const database = async (name: string) => {
-    databases.push(`${run}_${name}`);
-    return freshDatabase(s.pgAdminUrl, `${run}_${name}`);
+    databases.push(databaseOf(name));
+    return freshDatabase(s.pgAdminUrl, databaseOf(name));
   };
   const kafkaEnv: Record<string, string> =
     s.transport === 'kafka'
@@ -162,7 +165,8 @@ export async function startCluster(s: ClusterSettings): Promise<Cluster> {
         return { name, url, pid: p.pid! };
       }),
     );
-    return { coordinator, coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, topicPrefix: prefix, participants, stop: stopAll };
+    return { coordinator, coordinatorUrl, coordinatorPid: coordinator.pid!, coordinatorDatabaseUrl, topicPrefix: prefix, participants,
+      databases: ['coordinator', ...names].map((name) => ({ name, database: databaseOf(name) })), stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

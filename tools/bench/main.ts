@@ -224,6 +224,7 @@ function watchTarget(cluster: Cluster, broker: BrokerProcess, transport: Transpo
     topicPrefix: cluster.topicPrefix,
     pids,
     participants: cluster.participants.map((p) => p.name),
+    databases: cluster.databases,
   };
 }
 

@@ -25,16 +25,26 @@ export interface WatchTarget {
   /** Processes by the name to print them under. */
   pids: Map<string, number>;
   participants: string[];
+  /** The databases whose backends' CPU is shown apart, by the name of the process they serve. */
+  databases: { name: string; database: string }[];
 }
 
-/** CPU seconds of each Postgres server process (the backends of every database), by pid. */
-function postgresCpuSeconds(): Map<number, number> {
-  const byPid = new Map<number, number>();
+/** One Postgres server process: its CPU seconds, and the database it serves (backends only). */
+interface PostgresProcess {
+  cpu: number;
+  database?: string;
+}
+
+/** Every Postgres server process (the backends of every database), by pid. */
+function postgresProcesses(): Map<number, PostgresProcess> {
+  const byPid = new Map<number, PostgresProcess>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
-      byPid.set(Number(entry), cpuSeconds(Number(entry)));
+      // A backend's title: "postgres: 15/main: <user> <database> <client> <activity>".
+      const title = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').trim().split(/\s+/);
+      byPid.set(Number(entry), { cpu: cpuSeconds(Number(entry)), database: title.length >= 5 ? title[3] : undefined });
     } catch {
       /* gone between listing and reading */
     }
@@ -42,18 +52,26 @@ function postgresCpuSeconds(): Map<number, number> {
   return byPid;
 }
 
-/** CPU seconds Postgres used between two readings; a backend that started in between counts whole, one that ended is not seen. */
-function postgresCpuDelta(before: Map<number, number>, now: Map<number, number>): number {
+/**
+ * CPU seconds Postgres used between two readings, in all and by the database a backend serves; a
+ * backend that started in between counts whole, one that ended is not seen.
+ */
+function postgresCpuDelta(before: Map<number, PostgresProcess>, now: Map<number, PostgresProcess>): { total: number; byDatabase: Map<string, number> } {
   let total = 0;
-  for (const [pid, cpu] of now) total += cpu - (before.get(pid) ?? 0);
-  return total;
+  const byDatabase = new Map<string, number>();
+  for (const [pid, p] of now) {
+    const used = p.cpu - (before.get(pid)?.cpu ?? 0);
+    total += used;
+    if (p.database) byDatabase.set(p.database, (byDatabase.get(p.database) ?? 0) + used);
+  }
+  return { total, byDatabase };
 }
 
 interface Reading {
   at: number;
   cpu: Map<string, number>;
   waits: Map<string, number>;
-  postgres: Map<number, number>;
+  postgres: Map<number, PostgresProcess>;
   committed: number;
   aborted: number;
   resends: number;
@@ -114,7 +132,7 @@ export class Watch {
       at: Date.now(),
       cpu,
       waits,
-      postgres: postgresCpuSeconds(),
+      postgres: postgresProcesses(),
       committed: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="commit"'),
       aborted: metricSum(text, 'txcoord_transactions_decided_total', 'outcome="abort"'),
       resends: metricSum(text, 'txcoord_resends_total'),
@@ -176,7 +194,9 @@ export class Watch {
       const fetches = now.inboxFetches - this.last.inboxFetches;
       if (this.admin) parts.push(`inbox ${(fetches / s).toFixed(0)} fetches/s, ${fetches ? ((now.inboxMessages - this.last.inboxMessages) / fetches).toFixed(1) : 0} messages a fetch;`);
       const cpu = cpuPercents(this.last.cpu, now.cpu, s);
-      cpu.push(`postgres ${((postgresCpuDelta(this.last.postgres, now.postgres) / s) * 100).toFixed(0)}`);
+      const pg = postgresCpuDelta(this.last.postgres, now.postgres);
+      const byDatabase = this.target.databases.map((d) => `${d.name} ${(((pg.byDatabase.get(d.database) ?? 0) / s) * 100).toFixed(0)}`);
+      cpu.push(`postgres ${((pg.total / s) * 100).toFixed(0)}${byDatabase.length ? ` (${byDatabase.join(', ')})` : ''}`);
       parts.push(`cpu % ${cpu.join(', ')};`);
       parts.push(`waiting for a core % ${cpuPercents(this.last.waits, now.waits, s).join(', ')}`);
       this.say(`      ${parts.join(' ')}`);

@@ -4,9 +4,7 @@
  * until a durable step, idempotency keys within one grouped insert, and the listing queries.
  */
 import { randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
 import { DataSource, DataSourceOptions } from 'typeorm';
-import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { loadConfig } from '../../apps/coordinator/config/config';
 import { databaseOptions } from '../../apps/coordinator/log/database';
 import { DecisionLog } from '../../apps/coordinator/log/decision-log';
@@ -19,30 +17,20 @@ let other: DataSource;
 let statements = 0;
 let url: string;
 
-async function open(url: string, poolSize?: number): Promise<DataSource> {
+async function open(url: string): Promise<DataSource> {
   const config = loadConfig({ ...process.env, DATABASE_URL: url });
-  const options = (await databaseOptions(config)) as DataSourceOptions & { extra?: object };
-  return new DataSource(poolSize ? { ...options, extra: { ...options.extra, max: poolSize } } : options).initialize();
+  return new DataSource((await databaseOptions(config)) as DataSourceOptions).initialize();
 }
-
-const poolOf = (d: DataSource) => (d.driver as PostgresDriver).master as Pool;
 
 beforeAll(async () => {
   url = await freshDatabase(`txtest_decision_log_${process.pid}`);
   ds = await open(url);
   other = await open(url); // a second replica's connection pool
-  // The log sends its grouped statements on the pool (named, see DecisionLog.prepared), the rest through TypeORM.
   const query = ds.query.bind(ds);
   ds.query = ((...args: Parameters<DataSource['query']>) => {
     statements++;
     return query(...args);
   }) as DataSource['query'];
-  const pool = poolOf(ds);
-  const poolQuery = pool.query.bind(pool) as (...args: unknown[]) => unknown;
-  pool.query = ((...args: unknown[]) => {
-    statements++;
-    return poolQuery(...args);
-  }) as Pool['query'];
 }, 60_000);
 
 afterAll(async () => {
@@ -83,28 +71,6 @@ test('groups concurrent inserts, reads and saves into few statements, each chang
       participants: [{ ...txs[i].participants[0], vote: 'yes' }, txs[i].participants[1]],
     });
   });
-});
-
-test('sends its grouped statements as named prepared statements, parsed once per connection', async () => {
-  const one = await open(url, 1); // one connection, so the view below shows what the log prepared on it
-  try {
-    const log = new DecisionLog(one);
-    for (let i = 0; i < 3; i++) {
-      const t = newTx();
-      await log.insert(t);
-      await log.update(t.id, (s) => ({ next: { ...s, metadata: { i } }, result: null }), { writeBack: true });
-      expect(await log.decided(t.id)).toBe(false);
-    }
-    const prepared: { name: string; calls: string }[] = await one.query(
-      "SELECT name, generic_plans + custom_plans AS calls FROM pg_prepared_statements WHERE name LIKE 'txlog_%' ORDER BY name",
-    );
-    // Each prepared once and run every time (a save reads its transaction first: writeBack).
-    expect(prepared.map((p) => [p.name, Number(p.calls)])).toEqual([
-      ['txlog_decided', 3], ['txlog_insert', 3], ['txlog_save', 3], ['txlog_select', 3],
-    ]);
-  } finally {
-    await one.destroy();
-  }
 });
 
 test('two replicas stepping the same transactions lose no update', async () => {

@@ -1,8 +1,6 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { PinoLogger } from 'nestjs-pino';
-import type { Pool, QueryResultRow } from 'pg';
 import { DataSource, SelectQueryBuilder } from 'typeorm';
-import type { PostgresDriver } from 'typeorm/driver/postgres/PostgresDriver';
 import { Batcher } from '../../../libs/concurrency/batcher';
 import { KeyedQueue } from '../../../libs/concurrency/keyed-queue';
 import { ParticipantState, TxPhase, TxState } from '../../../libs/engine';
@@ -314,26 +312,15 @@ export class DecisionLog {
     return (await this.readMany(ids)).flatMap((v) => (v ? [v.state] : []));
   }
 
-  /**
-   * One of the grouped statements as a named prepared statement, on the pg pool under TypeORM:
-   * each connection parses it once, and Postgres may keep its plan. TypeORM's query() sends every
-   * statement unnamed, parsed and planned again on each call, which cost about a fifth of the
-   * log's database CPU (BENCHMARKS.md, fourteenth session).
-   */
-  private async prepared<R extends QueryResultRow>(name: string, text: string, values: unknown[]): Promise<R[]> {
-    const pool = (this.db.driver as PostgresDriver).master as Pool;
-    return (await pool.query<R>({ name, text, values })).rows;
-  }
-
   /** Each id's transaction (undefined when there is none), in the order of `ids`. */
   private async readMany(ids: string[]): Promise<(Versioned | undefined)[]> {
-    const rows = await this.prepared<RawTx>('txlog_select', SELECT_TXS, [ids]);
+    const rows: RawTx[] = await this.db.query(SELECT_TXS, [ids]);
     const byId = new Map(rows.map((r) => [r.id, fromRaw(r)]));
     return ids.map((id) => byId.get(id));
   }
 
   private async decidedMany(ids: string[]): Promise<(boolean | null)[]> {
-    const rows = await this.prepared<{ id: string; decided: boolean }>('txlog_decided', SELECT_DECIDED, [ids]);
+    const rows: { id: string; decided: boolean }[] = await this.db.query(SELECT_DECIDED, [ids]);
     const byId = new Map(rows.map((r) => [r.id, r.decided]));
     return ids.map((id) => byId.get(id) ?? null);
   }
@@ -346,7 +333,7 @@ export class DecisionLog {
       const changed = next.participants.map((p, i) => ({ p, i })).filter(({ p }) => !sameParticipant(old.get(p.name), p));
       return { ...txRecord(next, now), version, participants: changed.map(participantRecord) };
     }));
-    const rows = await this.prepared<{ id: string }>('txlog_save', SAVE_TXS, [records, items.length]);
+    const rows: { id: string }[] = await this.db.query(SAVE_TXS, [records, items.length]);
     const saved = new Set(rows.map((r) => r.id));
     return items.map((s) => saved.has(s.next.id));
   }
@@ -354,7 +341,7 @@ export class DecisionLog {
   /** Per insert, whether it was inserted (false: its idempotency key was taken). */
   private async insertMany(items: Insert[]): Promise<boolean[]> {
     const now = new Date().toISOString();
-    const rows = await this.prepared<{ id: string }>('txlog_insert', INSERT_TXS, [JSON.stringify(items.map(({ state, idempotency }) => ({
+    const rows: { id: string }[] = await this.db.query(INSERT_TXS, [JSON.stringify(items.map(({ state, idempotency }) => ({
       ...txRecord(state, now),
       idempotency_key: idempotency?.key ?? null,
       request_hash: idempotency?.hash ?? null,
